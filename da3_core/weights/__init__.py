@@ -1,0 +1,1 @@
+"""Weights: strict loading of official and our own checkpoints, and deterministic test weights."""
