@@ -1,0 +1,1 @@
+"""Network modules: backbone, heads, camera encoder/decoder and the composed DA3 networks."""
