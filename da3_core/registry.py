@@ -6,13 +6,13 @@ official model pages (``DA3-LARGE-1.1``, ``depth-anything/DA3NESTED-GIANT-LARGE`
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from collections.abc import Callable
 
 from torch import nn
 
 from da3_core.config import NestedConfig, NetworkConfig, anyview_config, mono_config, reduced
 
-AnyConfig = Union[NetworkConfig, NestedConfig]
+AnyConfig = NetworkConfig | NestedConfig
 
 _VARIANTS: dict[str, Callable[[], AnyConfig]] = {}
 _HIDDEN: set[str] = set()

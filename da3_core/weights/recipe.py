@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import zlib
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch

@@ -153,4 +153,6 @@ def test_nested_giant_large(inputs):
         out = net(inputs["x_3view"], **kwargs)
         assert bool(out["is_metric"]) and int(golden["is_metric"]) == 1
         np.testing.assert_allclose(float(out["scale_factor"]), float(golden["scale_factor"]), rtol=1e-4)
-        assert_matches(out, golden, ["depth", "depth_conf", "extrinsics", "intrinsics"])
+        assert_matches(out, golden, ["depth", "depth_conf", "intrinsics"])
+        # translations are multiplied by the least-squares scale, which carries the depth's ~1e-5 relative error
+        np.testing.assert_allclose(out["extrinsics"].numpy(), golden["extrinsics"], rtol=1e-4, atol=1e-5)

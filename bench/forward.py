@@ -1,0 +1,147 @@
+"""Forward-pass benchmark: our network against the official DA3 network, same weights, same inputs, same run.
+
+    .venv/bin/python bench/forward.py                     # da3-small, 1 and 3 views, 280x504, 2 threads, fp32
+    .venv/bin/python bench/forward.py --views 1 3 8 --runs 20 --device cuda
+
+Each (implementation, views) pair runs in its own fresh process (so peak memory is its own): the recipe weights
+are built, one warm-up forward runs, then ``--runs`` timed forwards under ``torch.inference_mode``. Printed per
+pair: median / min seconds, peak resident memory above the loaded model (CPU) or peak allocated memory (CUDA), and
+the ratios official/ours. Outputs of both are compared (max relative difference of depth, max abs difference of
+extrinsics) so a speed-up never hides a numerical change. The official package (``depth-anything-3``, installed
+by ``make`` from requirements/reference.txt with --no-deps) is the baseline; it is never used by the product.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN_INPUTS = REPO.parent / "shared" / "golden" / "da3-small" / "inputs.npz"
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def _inputs(views: int, height: int, width: int):
+    import torch
+
+    if GOLDEN_INPUTS.exists() and (height, width) == (280, 504) and views <= 3:
+        x = torch.from_numpy(np.load(GOLDEN_INPUTS)["x_3view"])[:, :views]
+    else:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(1, views, 3, height, width, generator=g)
+    return x.contiguous()
+
+
+def _build(impl: str, variant: str):
+    from da3_core.weights.recipe import apply_recipe
+
+    if impl == "ours":
+        from da3_core import build_network
+
+        net = build_network(variant)
+
+        def run(x):
+            return net(x)
+    else:
+        import logging
+
+        logging.disable(logging.WARNING)
+        from depth_anything_3.cfg import create_object, load_config
+        from depth_anything_3.registry import MODEL_REGISTRY
+
+        net = create_object(load_config(MODEL_REGISTRY[variant]))
+
+        def run(x):
+            return net(x, extrinsics=None, intrinsics=None, export_feat_layers=[], infer_gs=False,
+                       use_ray_pose=False, ref_view_strategy="saddle_balanced")
+    return apply_recipe(net).eval(), run
+
+
+def worker(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    net, run = _build(args.worker, args.variant)
+    net.to(device)
+    x = _inputs(args.views[0], args.height, args.width).to(device)
+    with torch.inference_mode():
+        run(x)  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        base_mb = _rss_mb()
+        times = []
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            out = run(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0 - base_mb
+    np.savez(args.save, depth=out["depth"].float().cpu().numpy(), extrinsics=out["extrinsics"].float().cpu().numpy())
+    print(json.dumps({"median": statistics.median(times), "min": min(times), "peak_mb": peak}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", default="da3-small")
+    parser.add_argument("--views", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--height", type=int, default=280)
+    parser.add_argument("--width", type=int, default=504)
+    parser.add_argument("--runs", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--worker", choices=["ours", "official"], help=argparse.SUPPRESS)
+    parser.add_argument("--save", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(REPO))
+    print(f"{args.variant} {args.height}x{args.width}, {args.threads} threads, {args.device}, fp32, "
+          f"{args.runs} timed runs after 1 warm-up; each row from fresh processes")
+    print(f"{'views':>5} | {'official s':>10} | {'ours s':>8} | {'speed-up':>8} | {'official MB':>11} | "
+          f"{'ours MB':>8} | {'mem ratio':>9} | {'depth max rel':>13} | {'extr max abs':>12}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for views in args.views:
+            res = {}
+            for impl in ("official", "ours"):
+                save = str(Path(tmp) / f"{impl}_{views}.npz")
+                cmd = [sys.executable, __file__, "--worker", impl, "--save", save, "--variant", args.variant,
+                       "--views", str(views), "--height", str(args.height), "--width", str(args.width),
+                       "--runs", str(args.runs), "--threads", str(args.threads), "--device", args.device]
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+                if proc.returncode != 0:
+                    sys.exit(f"{impl} worker failed:\n{proc.stderr[-3000:]}")
+                res[impl] = json.loads(proc.stdout.strip().splitlines()[-1]) | dict(np.load(save))
+            o, u = res["official"], res["ours"]
+            rel = float(np.max(np.abs(u["depth"] - o["depth"]) / np.abs(o["depth"])))
+            ext = float(np.max(np.abs(u["extrinsics"] - o["extrinsics"])))
+            print(f"{views:>5} | {o['median']:>10.3f} | {u['median']:>8.3f} | {o['median'] / u['median']:>7.2f}x | "
+                  f"{o['peak_mb']:>11.0f} | {u['peak_mb']:>8.0f} | {o['peak_mb'] / max(u['peak_mb'], 1e-9):>8.2f}x | "
+                  f"{rel:>13.2e} | {ext:>12.2e}")
+
+
+if __name__ == "__main__":
+    main()
