@@ -1,7 +1,8 @@
 """Nested DA3 (any-view giant + metric large): any-view geometry rescaled to metres (official nested model).
 
 1. The any-view network gives depth, confidence, poses and predicted intrinsics.
-2. The metric network's focal-normalised depth is turned into metres with the predicted focal (x f / 300).
+2. The metric network's focal-normalised depth is turned into metres with the predicted focal (x f / 300), or
+   with the known focal when intrinsics alone are given (our extension).
 3. One least-squares scale s = <metric, depth> / <depth, depth> over confident (>= median confidence among
    non-sky), non-sky pixels with metric > 0.01 and depth > 0.001 rescales depth and camera translations.
 4. Sky pixels get min(99th percentile of non-sky depth, 200 m) and confidence 1.
@@ -31,9 +32,16 @@ class NestedDA3Network(nn.Module):
     def forward(self, x: torch.Tensor, extrinsics: torch.Tensor | None = None,
                 intrinsics: torch.Tensor | None = None, ref_view_strategy: str = "saddle_balanced",
                 use_ray_pose: bool = False) -> dict[str, torch.Tensor]:
-        out = self.da3(x, extrinsics, intrinsics, ref_view_strategy, use_ray_pose)
+        """As :meth:`DA3Network.forward`. Beyond the official: intrinsics given *without* extrinsics are not used for
+        conditioning but as the focal length of the metric scale (the official always uses the predicted focal)."""
+        focal_k = intrinsics if extrinsics is None else None
+        cond_k = intrinsics if extrinsics is not None else None
+        out = self.da3(x, extrinsics, cond_k, ref_view_strategy, use_ray_pose)
         metric = self.da3_metric(x)
-        metric_depth = apply_metric_scaling(metric["depth"], out["intrinsics"])
+        if focal_k is not None and focal_k.shape != out["intrinsics"].shape:
+            raise ValueError(f"intrinsics must be (B, S, 3, 3) = {tuple(out['intrinsics'].shape)}, "
+                             f"got {tuple(focal_k.shape)}")
+        metric_depth = apply_metric_scaling(metric["depth"], focal_k if focal_k is not None else out["intrinsics"])
         keep = non_sky_mask(metric["sky"])
         if keep.sum() <= 10:
             raise RuntimeError("nested metric alignment: fewer than 10 non-sky pixels in the window")

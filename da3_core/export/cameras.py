@@ -1,0 +1,83 @@
+"""Camera exports: a JSON file with per-frame K / w2c / image size, and a TUM trajectory of c2w poses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def rotation_to_quat_xyzw(R: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation -> unit quaternion (4,) xyzw with w >= 0 (Shepperd's method, float64)."""
+    R = np.asarray(R, dtype=np.float64)
+    tr = np.trace(R)
+    if tr > 0:
+        s = 2.0 * np.sqrt(tr + 1.0)
+        q = [(R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s, 0.25 * s]
+    elif R[0, 0] >= R[1, 1] and R[0, 0] >= R[2, 2]:
+        s = 2.0 * np.sqrt(1.0 + R[0, 0] - R[1, 1] - R[2, 2])
+        q = [0.25 * s, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s, (R[2, 1] - R[1, 2]) / s]
+    elif R[1, 1] >= R[2, 2]:
+        s = 2.0 * np.sqrt(1.0 + R[1, 1] - R[0, 0] - R[2, 2])
+        q = [(R[0, 1] + R[1, 0]) / s, 0.25 * s, (R[1, 2] + R[2, 1]) / s, (R[0, 2] - R[2, 0]) / s]
+    else:
+        s = 2.0 * np.sqrt(1.0 + R[2, 2] - R[0, 0] - R[1, 1])
+        q = [(R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, 0.25 * s, (R[1, 0] - R[0, 1]) / s]
+    q = np.asarray(q)
+    q /= np.linalg.norm(q)
+    return -q if q[3] < 0 else q
+
+
+def _c2w(w2c: np.ndarray) -> np.ndarray:
+    E = np.eye(4)
+    E[: w2c.shape[0], :] = w2c
+    out = np.eye(4)
+    out[:3, :3] = E[:3, :3].T
+    out[:3, 3] = -E[:3, :3].T @ E[:3, 3]
+    return out
+
+
+def write_cameras_json(path: str | Path, extrinsics: np.ndarray, intrinsics: np.ndarray,
+                       image_hw: tuple[int, int] | Sequence[tuple[int, int]], names: Sequence[str] | None = None,
+                       extra: dict | None = None) -> Path:
+    """JSON ``{"convention": ..., "frames": [{"name", "width", "height", "K", "w2c", "c2w"}, ...]}``.
+
+    ``extrinsics`` (N, 3|4, 4) OpenCV world-to-camera, ``intrinsics`` (N, 3, 3) pixels of the ``image_hw`` grid.
+    """
+    n = len(extrinsics)
+    hw = [tuple(image_hw)] * n if np.ndim(image_hw) == 1 else [tuple(x) for x in image_hw]
+    frames = []
+    for i in range(n):
+        c2w = _c2w(np.asarray(extrinsics[i], dtype=np.float64))
+        w2c = np.linalg.inv(c2w)
+        frames.append({
+            "name": names[i] if names is not None else f"{i:04d}",
+            "height": int(hw[i][0]), "width": int(hw[i][1]),
+            "K": np.asarray(intrinsics[i], dtype=np.float64).tolist(),
+            "w2c": w2c.tolist(), "c2w": c2w.tolist(),
+        })
+    doc = {"convention": "OpenCV camera axes (x right, y down, z forward); w2c maps world to camera; K in pixels",
+           "frames": frames}
+    if extra:
+        doc.update(extra)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1))
+    return path
+
+
+def write_tum(path: str | Path, extrinsics: np.ndarray, timestamps: Sequence[float] | None = None) -> Path:
+    """TUM trajectory: one line ``timestamp tx ty tz qx qy qz qw`` per frame, the camera-to-world pose
+    (camera centre and orientation in the world frame). Timestamps default to the frame index."""
+    lines = ["# timestamp tx ty tz qx qy qz qw (camera-to-world, OpenCV camera axes)"]
+    for i, E in enumerate(np.asarray(extrinsics, dtype=np.float64)):
+        c2w = _c2w(E)
+        q = rotation_to_quat_xyzw(c2w[:3, :3])
+        ts = float(timestamps[i]) if timestamps is not None else float(i)
+        lines.append(" ".join(f"{v:.9f}" for v in (ts, *c2w[:3, 3], *q)))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
