@@ -1,0 +1,1 @@
+"""Data sources for training and evaluation (``synthetic``: procedural ray-cast scenes with exact geometry)."""
