@@ -1,0 +1,354 @@
+"""Streaming reconstruction core: window -> predictor -> chainer -> voxel map + trajectory. No ROS.
+
+Two ways to drive it, through the same :meth:`StreamPipeline.run_window`:
+- synchronous ``process(frame)`` / ``flush()`` (offline replay): every window runs, in order, nothing is dropped,
+  the result is deterministic for a deterministic predictor;
+- asynchronous ``start(on_result)`` + ``submit(frame)`` (live node): windows go to one
+  :class:`~da3_core.stream.worker.InferenceWorker`; a window that waits while the worker is busy is replaced by the
+  next one (latest wins, counted). A window whose overlap frames were never processed (its predecessor was dropped)
+  is *rebased*: its overlap is replaced by the tail of the last processed window, so chaining still has shared
+  frames.
+
+Per-frame outputs are in the map frame (first camera = origin, see :mod:`da3_core.stream.chaining`).
+Overlap frames are delivered once, by the first window containing them (``ChainedFrame.is_new``); the trajectory
+keeps that first estimate. The window cloud and the map get points of the new frames only.
+
+Saved outputs (:meth:`save_outputs`): ``map.ply`` (binary little-endian, x y z float32 + rgb uint8),
+``trajectory.tum`` (``timestamp tx ty tz qx qy qz qw``: c2w in the map frame, stamp in seconds), and per-frame depth
+for the last ``keep_depth_frames`` frames in ``depth/<stamp_ns>.npz`` (``depth`` float32 map units, NaN invalid;
+``conf``; ``K``; ``c2w``; ``stamp_ns``; ``is_metric``) or, with ``depth_format="png16"``, ``depth/<stamp_ns>.png``
+16-bit millimetres (depth in map units x 1000, 0 = invalid or beyond 65.535 map units).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from da3_core.stream.chaining import ChainedFrame, WindowChainer, unproject_pixels
+from da3_core.stream.frame import Frame, FrameError, validate_frame
+from da3_core.stream.predictor import Predictor
+from da3_core.stream.voxel_map import VoxelMap
+from da3_core.stream.window import SlidingWindow, Window
+from da3_core.stream.worker import InferenceWorker
+
+__all__ = ["PipelineConfig", "WindowResult", "StreamPipeline", "tum_line", "format_stamp"]
+
+
+@dataclass
+class PipelineConfig:
+    """All knobs (the node fills this from ROS parameters, replay from its CLI)."""
+
+    window_size: int = 8
+    overlap: int = 2
+    min_interval_s: float = 0.0
+    min_motion: float = 0.0  # grey levels (0..255), 0 disables
+    voxel_size: float | None = 0.05  # map units; None: 1 % of the first window's median depth
+    map_max_points: int = 2_000_000
+    cloud_conf_percentile: float | None = 30.0  # keep pixels with conf >= this percentile (None: no filter)
+    cloud_conf_threshold: float | None = None  # absolute conf threshold, applied instead when set
+    cloud_stride: int = 1  # pixel subsampling of the window cloud
+    cloud_max_points: int | None = 300_000
+    drop_sky: bool = True
+    chain_mode: str = "auto"  # auto | sim3 | se3
+    chain_robust: str | None = "irls"  # None | irls | ransac
+    chain_correspondences: int = 20_000
+    chain_conf_percentile: float | None = 20.0
+    insert_unchained: bool = False  # put clouds of windows that could not be chained into the map anyway
+    keep_depth_frames: int = 64  # per-frame depth kept for save_outputs (0 disables)
+    seed: int = 0
+
+
+@dataclass
+class WindowResult:
+    """Output of one window. ``frames``: every frame of the window (``is_new`` marks those not delivered before);
+    ``points`` (M, 3) float32 map frame / ``colors`` (M, 3) uint8: confidence-filtered cloud of the new frames;
+    ``transform`` (4, 4) window -> map Sim(3); ``timings`` seconds (predict_s, chain_s, cloud_s, map_s, total_s,
+    overhead_s = total - predict)."""
+
+    window_index: int
+    frames: list[ChainedFrame]
+    points: np.ndarray
+    colors: np.ndarray
+    scale: float
+    transform: np.ndarray
+    residual: float
+    residual_rel: float
+    n_correspondences: int
+    method: str
+    chained: bool
+    is_metric: bool
+    rebased: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def new_frames(self) -> list[ChainedFrame]:
+        return [f for f in self.frames if f.is_new]
+
+
+def format_stamp(stamp_ns: int) -> str:
+    """Exact decimal seconds of an integer nanosecond stamp."""
+    return f"{stamp_ns // 1_000_000_000}.{stamp_ns % 1_000_000_000:09d}"
+
+
+def tum_line(stamp_ns: int, c2w: np.ndarray) -> str:
+    from da3_core.export.cameras import rotation_to_quat_xyzw
+
+    q = rotation_to_quat_xyzw(c2w[:3, :3])
+    return " ".join([format_stamp(int(stamp_ns)), *(f"{v:.9f}" for v in c2w[:3, 3]), *(f"{v:.9f}" for v in q)])
+
+
+class StreamPipeline:
+    def __init__(self, predictor: Predictor, config: PipelineConfig | None = None):
+        self.cfg = cfg = config or PipelineConfig()
+        self.predictor = predictor
+        self.window = SlidingWindow(cfg.window_size, cfg.overlap, cfg.min_interval_s, cfg.min_motion)
+        self.chainer = WindowChainer(mode=cfg.chain_mode, max_correspondences=cfg.chain_correspondences,
+                                     conf_percentile=cfg.chain_conf_percentile, robust=cfg.chain_robust,
+                                     seed=cfg.seed)
+        self.map: VoxelMap | None = None if cfg.voxel_size is None else VoxelMap(cfg.voxel_size, cfg.map_max_points)
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.RLock()  # chainer, map, trajectory, depth history
+        self._window_lock = threading.Lock()  # the sliding window (callback thread vs reset)
+        self._worker: InferenceWorker | None = None
+        self._on_result: Callable[[WindowResult], None] | None = None
+        self._trajectory: dict[int, np.ndarray] = {}
+        self._depth: deque[ChainedFrame] = deque(maxlen=max(0, cfg.keep_depth_frames))
+        self._tail: list[Frame] = []
+        self._epoch = 0
+        self.is_metric: bool | None = None
+
+    # --- synchronous (offline replay) ----------------------------------------------------------------------------
+
+    def process(self, frame: Frame) -> WindowResult | None:
+        """Push one frame; runs the window it completes (if any) right away. Raises FrameError on bad input."""
+        window = self._push(frame)
+        return None if window is None else self.run_window(window)
+
+    def flush(self) -> WindowResult | None:
+        """End of stream: run the remaining keyframes as a final shorter window."""
+        with self._window_lock:
+            window = self.window.flush()
+        return None if window is None else self.run_window(window)
+
+    # --- asynchronous (live node) ---------------------------------------------------------------------------------
+
+    def start(self, on_result: Callable[[WindowResult], None] | None = None,
+              on_error: Callable[[BaseException, Window], None] | None = None) -> None:
+        """Start the inference worker; ``on_result`` runs in the worker thread for each processed window."""
+        if self._worker is not None:
+            raise RuntimeError("pipeline worker already started")
+        self._on_result = on_result
+        self._worker = InferenceWorker(self.run_window, self._deliver, on_error)
+
+    def _deliver(self, result: WindowResult | None) -> None:
+        if result is not None and self._on_result is not None:
+            self._on_result(result)
+
+    def submit(self, frame: Frame) -> bool:
+        """Never blocks on inference: push the frame; a completed window goes to the worker. Returns True when a
+        window was handed over. Raises FrameError on bad input."""
+        if self._worker is None:
+            raise RuntimeError("call start() before submit(); use process() for synchronous processing")
+        window = self._push(frame)
+        if window is None:
+            return False
+        self._worker.submit(window)
+        return True
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        if self._worker is None:
+            return True
+        ok = self._worker.stop(timeout)
+        self._worker = None
+        return ok
+
+    @property
+    def worker(self) -> InferenceWorker | None:
+        return self._worker
+
+    # --- core ------------------------------------------------------------------------------------------------------
+
+    def _push(self, frame: Frame) -> Window | None:
+        try:
+            validate_frame(frame)
+            with self._window_lock:
+                return self.window.push(frame)
+        except FrameError as exc:
+            self.counts[f"rejected_{exc.reason}"] += 1
+            raise
+
+    def _rebase(self, window: Window) -> tuple[Window, bool]:
+        """Make the window's overlap the tail of the last processed window (needed after a dropped window)."""
+        if window.n_overlap == 0 or not self._tail:
+            return window, False
+        tail_stamps = [f.stamp_ns for f in self._tail]
+        if [f.stamp_ns for f in window.overlap_frames] == tail_stamps[-window.n_overlap:]:
+            return window, False
+        tail = self._tail[-window.n_overlap:]
+        return Window(frames=tail + window.new_frames, index=window.index, n_overlap=len(tail)), True
+
+    def run_window(self, window: Window) -> WindowResult | None:
+        """Predict, chain, build the cloud, update map and trajectory. None if a reset happened meanwhile."""
+        t0 = time.perf_counter()
+        with self._lock:
+            epoch = self._epoch
+            window, rebased = self._rebase(window)
+        pred = self.predictor.predict(window.frames)
+        with self._lock:
+            if epoch != self._epoch:
+                self.counts["stale_windows"] += 1
+                return None
+            chain = self.chainer.add(window.frames, pred, window.n_overlap)
+            if self.is_metric is None:
+                self.is_metric = chain.is_metric
+            t1 = time.perf_counter()
+            new = [(f, cf) for f, cf in zip(window.frames, chain.frames) if cf.is_new]
+            pts, cols, wts = self._cloud(new, window.index)
+            t2 = time.perf_counter()
+            if chain.chained or self.cfg.insert_unchained:
+                if self.map is None:
+                    self.map = VoxelMap(self._auto_voxel(chain.frames), self.cfg.map_max_points)
+                self.map.insert(pts, cols, wts)
+            t3 = time.perf_counter()
+            for _, cf in new:
+                self._trajectory[cf.stamp_ns] = cf.c2w
+                if self._depth.maxlen:
+                    self._depth.append(cf)
+            self._tail = window.frames[len(window.frames) - self.cfg.overlap:] if self.cfg.overlap else []
+            self.counts["windows"] += 1
+            self.counts[f"chain_{chain.method}"] += 1
+            self.counts["rebased"] += int(rebased)
+        timings = dict(pred.timings)
+        timings.update(chain.timings)
+        timings.update(cloud_s=t2 - t1, map_s=t3 - t2, total_s=time.perf_counter() - t0)
+        timings["overhead_s"] = timings["total_s"] - timings.get("predict_s", 0.0)
+        return WindowResult(window_index=window.index, frames=chain.frames, points=pts, colors=cols,
+                            scale=chain.scale, transform=chain.transform, residual=chain.residual,
+                            residual_rel=chain.residual_rel, n_correspondences=chain.n_correspondences,
+                            method=chain.method, chained=chain.chained, is_metric=chain.is_metric, rebased=rebased,
+                            timings=timings)
+
+    def _auto_voxel(self, frames: list[ChainedFrame]) -> float:
+        with np.errstate(invalid="ignore"):
+            med = float(np.nanmedian(np.stack([f.depth for f in frames])))
+        return 0.01 * med if np.isfinite(med) and med > 0 else 0.05
+
+    def _cloud(self, new: list[tuple[Frame, ChainedFrame]], window_index: int):
+        """Confidence-filtered, subsampled map-frame points of the new frames: (pts f32, cols u8, weights f64)."""
+        cfg = self.cfg
+        st = max(1, int(cfg.cloud_stride))
+        masks, confs = [], []
+        for _, cf in new:
+            d, c = cf.depth[::st, ::st], cf.conf[::st, ::st]
+            with np.errstate(invalid="ignore"):
+                m = np.isfinite(d) & (d > 0) & np.isfinite(c)
+            if cfg.drop_sky and cf.sky is not None:
+                m &= ~cf.sky[::st, ::st]
+            masks.append(m)
+            confs.append(c[m])
+        allc = np.concatenate(confs) if confs else np.zeros(0, np.float32)
+        thr = None
+        if cfg.cloud_conf_threshold is not None:
+            thr = cfg.cloud_conf_threshold
+        elif cfg.cloud_conf_percentile is not None and allc.size:
+            thr = float(np.percentile(allc, cfg.cloud_conf_percentile))
+        pts, cols, wts = [], [], []
+        for (f, cf), m in zip(new, masks):
+            if thr is not None:
+                m = m & (cf.conf[::st, ::st] >= thr)
+            r, c = np.nonzero(m)
+            r, c = r * st, c * st
+            pts.append(unproject_pixels(cf.depth, cf.K, cf.c2w, r, c))
+            cols.append(f.rgb[r, c])
+            wts.append(cf.conf[r, c].astype(np.float64))
+        if not pts:
+            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0)
+        P, C, W = np.concatenate(pts), np.concatenate(cols), np.concatenate(wts)
+        if cfg.cloud_max_points is not None and len(P) > cfg.cloud_max_points:
+            rng = np.random.default_rng(cfg.seed + window_index)
+            idx = np.sort(rng.choice(len(P), size=int(cfg.cloud_max_points), replace=False))
+            P, C, W = P[idx], C[idx], W[idx]
+        return P.astype(np.float32), np.ascontiguousarray(C, dtype=np.uint8), W
+
+    # --- state access (thread-safe) -------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget window, chain, map and trajectory (counters are kept). Safe while the worker runs: a window in
+        flight is discarded when it finishes."""
+        with self._window_lock, self._lock:
+            self.window.reset()
+            self.chainer.reset()
+            if self.map is not None:
+                self.map.clear()
+            if self.cfg.voxel_size is None:
+                self.map = None
+            self._trajectory.clear()
+            self._depth.clear()
+            self._tail = []
+            self._epoch += 1
+            self.is_metric = None
+            self.counts["resets"] += 1
+
+    def map_snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        """(points (M, 3) float32, colors (M, 3) uint8) of the accumulated map."""
+        with self._lock:
+            if self.map is None:
+                return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
+            return self.map.points(), self.map.colors()
+
+    def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
+        """(stamps_ns (N,) int64, c2w (N, 4, 4) float64) in stamp order, map frame."""
+        with self._lock:
+            stamps = sorted(self._trajectory)
+            poses = np.stack([self._trajectory[s] for s in stamps]) if stamps else np.zeros((0, 4, 4))
+            return np.asarray(stamps, dtype=np.int64), poses
+
+    def stats(self) -> dict[str, float]:
+        """Flat counters for diagnostics: window gate/rejections, pipeline, worker, map size."""
+        with self._window_lock:
+            out: dict[str, float] = {f"window_{k}": v for k, v in self.window.counts.items()}
+        with self._lock:
+            out.update(self.counts)
+            out["map_points"] = 0 if self.map is None else len(self.map)
+            out["trajectory_len"] = len(self._trajectory)
+        if self._worker is not None:
+            out.update({f"worker_{k}": v for k, v in self._worker.stats().items()})
+        return out
+
+    def save_outputs(self, out_dir: str | Path, depth_format: str = "npz") -> dict[str, Path]:
+        """Write map.ply, trajectory.tum and depth/ (see the module docstring); returns paths by kind."""
+        if depth_format not in ("npz", "png16"):
+            raise ValueError(f"depth_format must be 'npz' or 'png16', got {depth_format!r}")
+        from da3_core.export.ply import write_ply
+
+        out = Path(out_dir)
+        (out / "depth").mkdir(parents=True, exist_ok=True)
+        pts, cols = self.map_snapshot()
+        stamps, poses = self.trajectory()
+        with self._lock:
+            frames = list(self._depth)
+            metric = bool(self.is_metric)
+        paths = {"map": write_ply(out / "map.ply", pts, cols), "trajectory": out / "trajectory.tum",
+                 "depth": out / "depth"}
+        lines = ["# timestamp tx ty tz qx qy qz qw (camera-to-world in the map frame, OpenCV camera axes)"]
+        lines += [tum_line(int(s), P) for s, P in zip(stamps, poses)]
+        paths["trajectory"].write_text("\n".join(lines) + "\n")
+        for cf in frames:
+            if depth_format == "npz":
+                np.savez_compressed(out / "depth" / f"{cf.stamp_ns}.npz", depth=cf.depth, conf=cf.conf, K=cf.K,
+                                    c2w=cf.c2w, stamp_ns=np.int64(cf.stamp_ns), is_metric=metric)
+            else:
+                from PIL import Image
+
+                with np.errstate(invalid="ignore"):
+                    mm = np.rint(cf.depth.astype(np.float64) * 1000.0)
+                    mm[~np.isfinite(mm) | (mm <= 0) | (mm > 65535)] = 0
+                Image.fromarray(mm.astype(np.uint16)).save(out / "depth" / f"{cf.stamp_ns}.png")
+        return paths
