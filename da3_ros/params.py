@@ -1,0 +1,106 @@
+"""The reconstruct node's parameters: one table (name, default, description, range), declared with descriptors.
+
+Ranges are enforced twice: by the descriptor (``ros2 param set`` outside the range is refused by rclpy) and by
+:func:`validate`, which also checks choices and cross-parameter rules and names the parameter and its valid range in
+the message. ``config/reconstruct.yaml`` holds the same defaults for launch files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    description: str
+    range: tuple[float, float] | None = None  # inclusive
+    choices: tuple[str, ...] | None = None
+    read_only: bool = True  # most settings shape the pipeline and are fixed at start-up
+
+
+PARAMS: tuple[Param, ...] = (
+    # model
+    Param("predictor", "da3", "what produces depth and poses: 'da3' (the network) or 'oracle' (exact synthetic "
+          "geometry, for tests)", choices=("da3", "oracle")),
+    Param("weights", "", "official checkpoint folder / model.safetensors, or ours; '' = embedded default"),
+    Param("variant", "", "variant name when the checkpoint has no config.json ('' = from the checkpoint)"),
+    Param("device", "auto", "torch device: auto, cpu, cuda, cuda:N"),
+    Param("process_res", 504, "longest image side fed to the network (pixels)", range=(56, 2016)),
+    Param("ref_view", "first", "reference view of each window", choices=("first", "middle", "saddle_balanced",
+                                                                          "saddle_sim_range")),
+    Param("use_ray_pose", False, "poses from the ray head (slower, more accurate) instead of the camera head"),
+    Param("oracle_sequence", "", "oracle predictor: the SyntheticSequence spec the images come from"),
+    # input
+    Param("use_compressed", False, "subscribe to sensor_msgs/CompressedImage on '<image>/compressed'"),
+    Param("use_camera_info", True, "pair images with CameraInfo (known focal: metric depth with metric models)"),
+    Param("camera_info_tolerance_s", 0.02, "largest stamp difference for image / CameraInfo pairing (s)",
+          range=(0.0, 1.0)),
+    Param("input_qos", "sensor_data", "input QoS: 'sensor_data' (best effort) or 'reliable'",
+          choices=("sensor_data", "reliable")),
+    Param("input_queue_depth", 5, "input subscription history depth", range=(1, 100)),
+    Param("max_image_side", 4096, "reject images with a side larger than this (pixels)", range=(14, 16384)),
+    # window
+    Param("window_size", 8, "frames per inference window", range=(2, 64)),
+    Param("overlap", 2, "frames shared with the previous window (chaining needs >= 1)", range=(0, 63)),
+    Param("min_interval_s", 0.0, "keyframe gate: least time between keyframes (s, 0 = off)", range=(0.0, 60.0)),
+    Param("min_motion", 0.0, "keyframe gate: least mean grey-level change (0-255, 0 = off)", range=(0.0, 255.0)),
+    # map / outputs
+    Param("map_frame", "map", "fixed frame of poses, TF and clouds"),
+    Param("camera_frame", "", "camera optical frame id ('' = the image header's frame_id)"),
+    Param("publish_tf", True, "broadcast map -> camera optical frame on /tf"),
+    Param("voxel_size", 0.05, "map voxel size in map units (0 = 1 % of the first window's median depth)",
+          range=(0.0, 10.0)),
+    Param("map_max_points", 2_000_000, "largest number of map voxels kept", range=(1000, 50_000_000)),
+    Param("map_publish_rate_hz", 1.0, "accumulated map cloud publish rate (Hz)", range=(0.01, 30.0),
+          read_only=False),
+    Param("cloud_conf_percentile", 30.0, "window cloud keeps pixels above this confidence percentile",
+          range=(0.0, 100.0)),
+    Param("cloud_stride", 2, "pixel stride of the window cloud", range=(1, 16)),
+    Param("diagnostics_rate_hz", 1.0, "diagnostics publish rate (Hz)", range=(0.1, 10.0), read_only=False),
+)
+BY_NAME = {p.name: p for p in PARAMS}
+
+
+def descriptor(p: Param) -> ParameterDescriptor:
+    kinds = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+             float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+    text = p.description + (f"; one of {', '.join(p.choices)}" if p.choices else "")
+    d = ParameterDescriptor(name=p.name, type=kinds[type(p.default)], description=text, read_only=p.read_only)
+    if p.range is not None and isinstance(p.default, int) and not isinstance(p.default, bool):
+        d.integer_range = [IntegerRange(from_value=int(p.range[0]), to_value=int(p.range[1]), step=1)]
+    elif p.range is not None:
+        d.floating_point_range = [FloatingPointRange(from_value=float(p.range[0]), to_value=float(p.range[1]),
+                                                     step=0.0)]
+    return d
+
+
+def check_value(name: str, value: Any) -> str | None:
+    """None if ``value`` is valid for parameter ``name``, else a message naming it and what is allowed."""
+    p = BY_NAME.get(name)
+    if p is None:
+        return None  # not ours (use_sim_time, qos overrides ...)
+    if isinstance(p.default, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not type(p.default):
+        return f"parameter '{name}' must be a {type(p.default).__name__}, got {value!r}"
+    if p.range is not None and not (p.range[0] <= value <= p.range[1]):
+        return f"parameter '{name}' = {value} is outside its valid range [{p.range[0]}, {p.range[1]}]"
+    if p.choices is not None and value not in p.choices:
+        return f"parameter '{name}' = {value!r} is not one of: {', '.join(p.choices)}"
+    return None
+
+
+def validate(values: dict[str, Any]) -> list[str]:
+    """All problems with a full parameter set (single values and cross-parameter rules)."""
+    errors = [m for n, v in values.items() if (m := check_value(n, v))]
+    if not errors and values["overlap"] >= values["window_size"]:
+        errors.append(f"parameter 'overlap' = {values['overlap']} must be smaller than 'window_size' = "
+                      f"{values['window_size']} (valid range [0, window_size - 1])")
+    if not errors and values["predictor"] == "oracle" and not values["oracle_sequence"]:
+        errors.append("parameter 'oracle_sequence' must name the synthetic sequence when predictor = 'oracle'")
+    return errors

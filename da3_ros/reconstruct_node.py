@@ -1,0 +1,333 @@
+"""reconstruct: camera images in; metric or relative depth, camera poses (TF, pose, path) and clouds out.
+
+Images (and CameraInfo, paired by stamp) become frames; a sliding window of frames goes to one inference worker
+thread (latest wins when it is busy, drops counted); each window's cameras are chained into the ``map`` frame and its
+points are added to a voxel map. All outputs carry the source image's stamp. The pipeline itself is ROS-free
+(:mod:`da3_core.stream`); this node converts messages, declares parameters and publishes.
+
+Topics (relative: remap them): in ``image`` (or ``image/compressed``), ``camera_info``; out ``depth`` (32FC1,
+REP-118, NaN invalid), ``confidence``, ``depth/camera_info``, ``pose``, ``path``, ``window_cloud``, ``map_cloud``,
+``window`` (da3_ros_interfaces/WindowResult), ``/tf``, ``/diagnostics``. Services ``~/reset``, ``~/save_map``.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter, deque
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from da3_ros_interfaces.msg import WindowResult as WindowResultMsg
+from da3_ros_interfaces.srv import SaveMap
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Path as PathMsg
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+from tf2_msgs.msg import TFMessage
+
+from da3_core.stream.frame import Frame, FrameError
+from da3_core.stream.pipeline import PipelineConfig, StreamPipeline, WindowResult
+from da3_ros.conversions import (
+    c2w_to_pose,
+    c2w_to_pose_stamped,
+    c2w_to_transform,
+    camera_info_to_K,
+    compressed_to_rgb,
+    conf_to_image_msg,
+    depth_to_image_msg,
+    image_to_rgb,
+    make_camera_info,
+    make_path,
+    ns_to_stamp,
+    stamp_to_ns,
+)
+from da3_ros.params import PARAMS, check_value, descriptor, validate
+from da3_ros.pointcloud import points_to_pointcloud2
+
+DEFAULT_CAMERA_FRAME = "camera_optical_frame"
+
+
+class ParameterError(ValueError):
+    pass
+
+
+def _qos(reliable: bool, depth: int, latched: bool = False) -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+
+
+class ReconstructNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("reconstruct", **kwargs)
+        for p in PARAMS:
+            self.declare_parameter(p.name, p.default, descriptor(p))
+        self.values = {p.name: self.get_parameter(p.name).value for p in PARAMS}
+        errors = validate(self.values)
+        if errors:
+            raise ParameterError("; ".join(errors))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        from da3_ros.predictors import make_predictor
+
+        predictor, self.model_text, self.variant = make_predictor(self.values)
+        v = self.values
+        self.pipeline = StreamPipeline(predictor, PipelineConfig(
+            window_size=v["window_size"], overlap=v["overlap"], min_interval_s=v["min_interval_s"],
+            min_motion=v["min_motion"], voxel_size=v["voxel_size"] or None, map_max_points=v["map_max_points"],
+            cloud_conf_percentile=v["cloud_conf_percentile"], cloud_stride=v["cloud_stride"]))
+        self.counts: Counter[str] = Counter()
+        self._infos: deque[tuple[int, CameraInfo]] = deque(maxlen=64)
+        self._lock = threading.Lock()
+        self._latency: deque[float] = deque(maxlen=100)
+        self._input_times: deque[float] = deque(maxlen=100)
+        self._closing = False
+
+        # outputs: per-frame products reliable with a short history; the map and the path latched for late RViz
+        out, self.map_frame = _qos(True, 5), v["map_frame"]
+        self.pub_depth = self.create_publisher(Image, "depth", out)
+        self.pub_conf = self.create_publisher(Image, "confidence", out)
+        self.pub_info = self.create_publisher(CameraInfo, "depth/camera_info", out)
+        self.pub_pose = self.create_publisher(PoseStamped, "pose", _qos(True, 10))
+        self.pub_path = self.create_publisher(PathMsg, "path", _qos(True, 1, latched=True))
+        self.pub_window_cloud = self.create_publisher(PointCloud2, "window_cloud", _qos(True, 2))
+        self.pub_map = self.create_publisher(PointCloud2, "map_cloud", _qos(True, 1, latched=True))
+        self.pub_window = self.create_publisher(WindowResultMsg, "window", _qos(True, 10))
+        self.pub_tf = self.create_publisher(TFMessage, "/tf", _qos(True, 100))
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", _qos(True, 10))
+
+        # inputs: sensor-data QoS by default (camera drivers publish best effort)
+        in_qos = qos_profile_sensor_data if v["input_qos"] == "sensor_data" else _qos(True, v["input_queue_depth"])
+        if v["input_qos"] == "sensor_data":
+            in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=v["input_queue_depth"],
+                                reliability=ReliabilityPolicy.BEST_EFFORT)
+        if v["use_compressed"]:
+            self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, in_qos)
+        else:
+            self.create_subscription(Image, "image", self._on_image, in_qos)
+        if v["use_camera_info"]:
+            self.create_subscription(CameraInfo, "camera_info", self._on_info, in_qos)
+
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_service(SaveMap, "~/save_map", self._on_save_map)
+        self._map_timer = self.create_timer(1.0 / v["map_publish_rate_hz"], self._publish_map)
+        self._diag_timer = self.create_timer(1.0 / v["diagnostics_rate_hz"], self._publish_diagnostics)
+        self.pipeline.start(on_result=self._on_window, on_error=self._on_worker_error)
+        self.get_logger().info(f"reconstruct: {self.model_text}; window {v['window_size']} (overlap {v['overlap']}); "
+                               f"camera_info {'on' if v['use_camera_info'] else 'off'}")
+
+    # --- parameters --------------------------------------------------------------------------------------------
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for p in params:
+            message = check_value(p.name, p.value)
+            if message:
+                return SetParametersResult(successful=False, reason=message)
+        for p in params:
+            if p.name == "map_publish_rate_hz":
+                self._map_timer.timer_period_ns = int(1e9 / p.value)
+            elif p.name == "diagnostics_rate_hz":
+                self._diag_timer.timer_period_ns = int(1e9 / p.value)
+        return SetParametersResult(successful=True)
+
+    # --- inputs --------------------------------------------------------------------------------------------------
+    def _reject(self, reason: str, detail: str) -> None:
+        with self._lock:
+            self.counts[f"rejected_{reason}"] += 1
+        self.get_logger().warning(f"dropped input ({reason}): {detail}", throttle_duration_sec=5.0)
+
+    def _on_info(self, msg: CameraInfo) -> None:
+        with self._lock:
+            self._infos.append((stamp_to_ns(msg.header.stamp), msg))
+
+    def _paired_K(self, stamp_ns: int, hw: tuple[int, int]) -> np.ndarray | None:
+        if not self.values["use_camera_info"]:
+            return None
+        with self._lock:
+            infos = list(self._infos)
+        if not infos:
+            with self._lock:
+                self.counts["no_camera_info"] += 1
+            return None
+        tol = self.values["camera_info_tolerance_s"] * 1e9
+        dt, info = min(((abs(s - stamp_ns), m) for s, m in infos), key=lambda x: x[0])
+        if dt > tol:
+            with self._lock:
+                self.counts["camera_info_unpaired"] += 1
+            return None
+        try:
+            return camera_info_to_K(info, hw)
+        except FrameError as exc:
+            self._reject(f"camera_info_{exc.reason}", str(exc))
+            return None
+
+    def _on_image(self, msg: Image) -> None:
+        self._ingest(msg, image_to_rgb)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        self._ingest(msg, compressed_to_rgb)
+
+    def _ingest(self, msg, convert) -> None:
+        try:
+            rgb = convert(msg, self.values["max_image_side"])
+            stamp_ns = stamp_to_ns(msg.header.stamp)
+            frame_id = self.values["camera_frame"] or msg.header.frame_id or DEFAULT_CAMERA_FRAME
+            frame = Frame(stamp_ns=stamp_ns, rgb=rgb, K=self._paired_K(stamp_ns, rgb.shape[:2]), frame_id=frame_id)
+            self.pipeline.submit(frame)
+        except FrameError as exc:
+            self._reject(exc.reason, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - a bad message must never take the node down
+            self._reject("unexpected", f"{type(exc).__name__}: {exc}")
+            return
+        with self._lock:
+            self.counts["frames_in"] += 1
+            self._input_times.append(time.monotonic())
+
+    # --- outputs (worker thread) -----------------------------------------------------------------------------------
+    def _publish(self, pub, msg) -> None:
+        if self._closing:
+            return
+        try:
+            pub.publish(msg)
+        except Exception as exc:  # noqa: BLE001 - context shutting down / writer blocked
+            self.counts["publish_errors"] += 1
+            self.get_logger().warning(f"publish on {pub.topic_name} failed: {exc}", throttle_duration_sec=5.0)
+
+    def _on_window(self, res: WindowResult) -> None:
+        new = res.new_frames
+        if not res.chained:
+            self.get_logger().warning(f"window {res.window_index} could not be chained to the map ({res.method}); "
+                                      "its poses are a guess and its points are kept out of the map",
+                                      throttle_duration_sec=5.0)
+        transforms = []
+        for cf in new:
+            header = Header(stamp=ns_to_stamp(cf.stamp_ns), frame_id=cf.frame_id)
+            h, w = cf.depth.shape
+            self._publish(self.pub_depth, depth_to_image_msg(cf.depth, header, invalid=cf.sky))
+            self._publish(self.pub_conf, conf_to_image_msg(cf.conf, header))
+            self._publish(self.pub_info, make_camera_info(cf.K, w, h, header))
+            map_header = Header(stamp=header.stamp, frame_id=self.map_frame)
+            self._publish(self.pub_pose, c2w_to_pose_stamped(cf.c2w, map_header))
+            transforms.append(c2w_to_transform(cf.c2w, map_header, cf.frame_id))
+            latency = self.get_clock().now().nanoseconds - cf.stamp_ns
+            with self._lock:
+                self._latency.append(latency / 1e9)
+        if self.values["publish_tf"] and transforms:
+            self._publish(self.pub_tf, TFMessage(transforms=transforms))
+        if new:
+            last = Header(stamp=ns_to_stamp(new[-1].stamp_ns), frame_id=self.map_frame)
+            if len(res.points):
+                self._publish(self.pub_window_cloud, points_to_pointcloud2(res.points, res.colors, last))
+            stamps, poses = self.pipeline.trajectory()
+            self._publish(self.pub_path, make_path(stamps, poses, self.map_frame))
+            self._publish(self.pub_window, self._window_msg(res, last))
+        with self._lock:
+            self.counts["windows_out"] += 1
+            self.counts["frames_out"] += len(new)
+
+    def _window_msg(self, res: WindowResult, header: Header) -> WindowResultMsg:
+        msg = WindowResultMsg(header=header)
+        msg.stamps = [ns_to_stamp(f.stamp_ns) for f in res.frames]
+        msg.poses = [c2w_to_pose(f.c2w) for f in res.frames]
+        msg.intrinsics = np.concatenate([f.K.reshape(-1) for f in res.frames]).astype(float).tolist()
+        msg.height, msg.width = (int(v) for v in res.frames[0].depth.shape)
+        msg.scale = float(res.scale)
+        msg.is_metric = bool(res.is_metric)
+        msg.model_variant = self.variant
+        msg.inference_time_s = float(res.timings.get("predict_s", 0.0))
+        msg.total_latency_s = float((self.get_clock().now().nanoseconds - res.frames[-1].stamp_ns) / 1e9)
+        msg.window_index = int(res.window_index)
+        msg.frames_dropped = int(self.pipeline.stats().get("worker_dropped", 0))
+        return msg
+
+    def _on_worker_error(self, exc: BaseException, window) -> None:
+        with self._lock:
+            self.counts["inference_errors"] += 1
+        self.get_logger().error(f"inference failed on window {getattr(window, 'index', '?')}: "
+                                f"{type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
+
+    def _publish_map(self) -> None:
+        pts, cols = self.pipeline.map_snapshot()
+        if len(pts):
+            header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.map_frame)
+            self._publish(self.pub_map, points_to_pointcloud2(pts, cols, header))
+
+    def _publish_diagnostics(self) -> None:
+        with self._lock:
+            counts = dict(self.counts)
+            lat = list(self._latency)
+            times = list(self._input_times)
+        stats = self.pipeline.stats()
+        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 and times[-1] > times[0] else 0.0
+        values = {"model": self.model_text, "input_rate_hz": f"{rate:.2f}",
+                  "latency_p50_s": f"{np.median(lat):.3f}" if lat else "n/a",
+                  "metric": str(self.pipeline.is_metric), **{k: str(v) for k, v in sorted(counts.items())},
+                  **{k: str(v) for k, v in sorted(stats.items())}}
+        rejected = sum(v for k, v in counts.items() if k.startswith("rejected_"))
+        level = DiagnosticStatus.WARN if rejected or counts.get("inference_errors") else DiagnosticStatus.OK
+        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: reconstruction", hardware_id="da3_ros",
+                                  message=f"{counts.get('frames_in', 0)} frames in, {rejected} rejected, "
+                                          f"{int(stats.get('worker_dropped', 0))} windows dropped",
+                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        self._publish(self.pub_diag, DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
+                                                     status=[status]))
+
+    # --- services ------------------------------------------------------------------------------------------------
+    def _on_reset(self, request, response):
+        self.pipeline.reset()
+        response.success, response.message = True, "window, chain, map and trajectory cleared"
+        return response
+
+    def _on_save_map(self, request, response):
+        out = Path(request.output_dir or "da3_map").expanduser()
+        try:
+            written = self.pipeline.save_outputs(out)
+        except Exception as exc:  # noqa: BLE001 - report, never crash
+            response.success, response.message = False, f"saving to {out} failed: {type(exc).__name__}: {exc}"
+            return response
+        pts, _ = self.pipeline.map_snapshot()
+        stamps, _ = self.pipeline.trajectory()
+        response.success = True
+        response.message = f"saved {len(pts)} map points and {len(stamps)} poses to {out}"
+        response.map_path, response.trajectory_path = str(written.get("map", "")), str(written.get("trajectory", ""))
+        response.num_points, response.num_frames = len(pts), len(stamps)
+        return response
+
+    def close(self) -> None:
+        self._closing = True
+        self.pipeline.stop(timeout=10.0)
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = ReconstructNode()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except ParameterError as exc:
+        print(f"[reconstruct] invalid parameters: {exc}", file=sys.stderr)
+        code = 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
