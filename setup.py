@@ -27,6 +27,7 @@ setup(
         "console_scripts": [
             "da3 = da3_core.cli:main",
             "reconstruct = da3_ros.reconstruct_node:main",
+            "synthetic_camera = da3_ros.synthetic_camera:main",
         ],
     },
 )

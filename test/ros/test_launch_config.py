@@ -1,0 +1,58 @@
+"""The launch file, parameter file and RViz config agree with the node's parameter table."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from da3_ros.params import BY_NAME, PARAMS, validate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_parameter_file_lists_every_parameter_with_a_valid_default():
+    data = yaml.safe_load((ROOT / "config" / "reconstruct.yaml").read_text())
+    values = data["reconstruct"]["ros__parameters"]
+    assert set(values) == set(BY_NAME)
+    for p in PARAMS:
+        assert values[p.name] == p.default, p.name
+    assert validate(values) == []
+
+
+def test_validation_names_the_parameter_and_its_range():
+    values = {p.name: p.default for p in PARAMS}
+    assert any("'window_size'" in e and "[2, 64]" in e for e in validate({**values, "window_size": 1}))
+    assert any("'overlap'" in e and "window_size" in e for e in validate({**values, "window_size": 4, "overlap": 4}))
+    assert any("'ref_view'" in e for e in validate({**values, "ref_view": "last"}))
+    assert any("'voxel_size'" in e for e in validate({**values, "voxel_size": -1.0}))
+
+
+def test_rviz_config_shows_depth_map_tf_and_path_in_the_map_frame():
+    rviz = yaml.safe_load((ROOT / "config" / "reconstruct.rviz").read_text())
+    manager = rviz["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"] == BY_NAME["map_frame"].default
+    classes = {d["Class"] for d in manager["Displays"]}
+    assert {"rviz_default_plugins/TF", "rviz_default_plugins/PointCloud2", "rviz_default_plugins/Path",
+            "rviz_default_plugins/Image"} <= classes
+    topics = {d["Topic"]["Value"] for d in manager["Displays"] if "Topic" in d}
+    assert {"/map_cloud", "/path", "/depth"} <= topics
+
+
+def test_launch_file_declares_the_documented_arguments():
+    tree = ast.parse((ROOT / "launch" / "reconstruct.launch.py").read_text())
+    args = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "ARGS")
+    names = {k.value for k in args.value.keys}
+    assert {"weights", "variant", "image", "camera_info", "config", "use_sim_time", "rviz"} <= names
+
+
+def test_launch_file_builds_a_description_when_launch_is_installed():
+    pytest.importorskip("launch_ros", reason="launch_ros is not on PyPI; a ROS 2 distro install provides it")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reconstruct_launch", ROOT / "launch" / "reconstruct.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.generate_launch_description().entities
