@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from support.api_helpers import ours_or_official, synthetic_images
+from support.api_helpers import recipe_network, synthetic_images
 from support.golden import load_npz
 from torch import nn
 
@@ -206,7 +206,7 @@ def test_mixed_sizes_processed_mode_ok():
 @pytest.fixture(scope="module")
 def small_model():
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-    return DA3.from_network(ours_or_official("da3-small"), device="cpu", precision="fp32")
+    return DA3.from_network(recipe_network("da3-small"), device="cpu", precision="fp32")
 
 
 def _golden_call(name: str) -> tuple[list, dict]:
@@ -275,7 +275,7 @@ def test_cuda_autocast_close_to_fp32():
     """CUDA autocast (bf16/fp16, heads in fp32) stays close to the fp32 golden (official fp16 drift: ~3e-3 rel)."""
     ref = load_npz("da3-small", "api", "api_mv3__fp32.npz")
     inputs = load_npz("da3-small", "inputs.npz")
-    model = DA3.from_network(ours_or_official("da3-small"), device="cuda")
+    model = DA3.from_network(recipe_network("da3-small"), device="cuda")
     pred = model.predict(list(inputs["images_u8"]), output="processed")
     rel = np.abs(pred.depth - ref["depth"]) / ref["depth"]
     assert np.median(rel) < 1e-2 and rel.max() < 1e-1
