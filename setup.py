@@ -28,6 +28,9 @@ setup(
             "da3 = da3_core.cli:main",
             "reconstruct = da3_ros.reconstruct_node:main",
             "synthetic_camera = da3_ros.synthetic_camera:main",
+            "da3_make_bag = da3_ros.make_bag:main",
+            "da3_replay = da3_ros.replay:main",
+            "da3_bag_player = da3_ros.bag_player:main",
         ],
     },
 )

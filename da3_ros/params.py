@@ -104,3 +104,14 @@ def validate(values: dict[str, Any]) -> list[str]:
     if not errors and values["predictor"] == "oracle" and not values["oracle_sequence"]:
         errors.append("parameter 'oracle_sequence' must name the synthetic sequence when predictor = 'oracle'")
     return errors
+
+
+def pipeline_config(values: dict[str, Any]):
+    """The streaming pipeline's configuration from parameter values (live node and offline replay alike)."""
+    from da3_core.stream.pipeline import PipelineConfig
+
+    v = values
+    return PipelineConfig(window_size=v["window_size"], overlap=v["overlap"], min_interval_s=v["min_interval_s"],
+                          min_motion=v["min_motion"], voxel_size=v["voxel_size"] or None,
+                          map_max_points=v["map_max_points"], cloud_conf_percentile=v["cloud_conf_percentile"],
+                          cloud_stride=v["cloud_stride"])
