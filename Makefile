@@ -72,7 +72,7 @@ lint: $(VENV)/.stamp-reqs
 	$(PY) -m ruff check .
 
 demo: $(VENV)/.stamp-project
-	$(RUN_ENV) $(PY) -m da3_core.demo $(ARGS)
+	$(RUN_ENV) $(PY) -m da3_ros.demo $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -81,3 +81,20 @@ def write_tum(path: str | Path, extrinsics: np.ndarray, timestamps: Sequence[flo
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def read_tum(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a TUM trajectory: (timestamps (N,) float64 seconds, c2w (N, 4, 4) float64); '#' lines are comments."""
+    rows = [line.split() for line in Path(path).read_text().splitlines() if line.strip() and not line.startswith("#")]
+    if any(len(r) != 8 for r in rows):
+        raise ValueError(f"{path}: TUM lines need 8 values 'timestamp tx ty tz qx qy qz qw'")
+    vals = np.array(rows, dtype=np.float64).reshape(-1, 8)
+    q = vals[:, 4:8] / np.linalg.norm(vals[:, 4:8], axis=1, keepdims=True)
+    x, y, z, w = q.T
+    c2w = np.tile(np.eye(4), (len(vals), 1, 1))
+    c2w[:, :3, :3] = np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)], axis=1)
+    c2w[:, :3, 3] = vals[:, 1:4]
+    return vals[:, 0], c2w

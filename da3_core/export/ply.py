@@ -40,3 +40,20 @@ def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray | None = 
         f.write(header.encode("ascii"))
         f.write(vertices.tobytes())
     return path
+
+
+def read_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a PLY written by :func:`write_ply`: ((M, 3) float32 points, (M, 3) uint8 colours)."""
+    raw = Path(path).read_bytes()
+    marker = b"end_header\n"
+    end = raw.find(marker)
+    if not raw.startswith(b"ply\n") or end < 0:
+        raise ValueError(f"{path} is not a PLY file")
+    header = raw[: end].decode("ascii").splitlines()
+    if "format binary_little_endian 1.0" not in header:
+        raise ValueError(f"{path}: only binary little-endian PLY (as written by write_ply) is supported")
+    count = next(int(line.split()[2]) for line in header if line.startswith("element vertex"))
+    vertices = np.frombuffer(raw, dtype=_VERTEX, count=count, offset=end + len(marker))
+    pts = np.stack([vertices["x"], vertices["y"], vertices["z"]], axis=1)
+    cols = np.stack([vertices["red"], vertices["green"], vertices["blue"]], axis=1)
+    return pts, cols
