@@ -246,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("variants", help="list the model variants")
     v.set_defaults(func=cmd_variants)
+
+    from da3_core.eval.cli import add_eval_parser
+
+    add_eval_parser(sub)  # `da3 eval` (da3_core/eval/cli.py)
     return parser
 
 
