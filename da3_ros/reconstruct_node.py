@@ -26,6 +26,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path as PathMsg
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -70,7 +71,14 @@ class ReconstructNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("reconstruct", **kwargs)
         for p in PARAMS:
-            self.declare_parameter(p.name, p.default, descriptor(p))
+            try:
+                self.declare_parameter(p.name, p.default, descriptor(p))
+            except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+                # an override outside the descriptor's range / of the wrong type: name the parameter and what is
+                # allowed, and exit with code 2 like the other parameter errors (not a traceback)
+                override = getattr(self, "_parameter_overrides", {}).get(p.name)
+                message = check_value(p.name, override.value) if override is not None else None
+                raise ParameterError(message or str(exc)) from None
         self.values = {p.name: self.get_parameter(p.name).value for p in PARAMS}
         errors = validate(self.values)
         if errors:
@@ -93,11 +101,13 @@ class ReconstructNode(Node):
         self._closing = False
 
         # outputs: per-frame products reliable with a short history; the map and the path latched for late RViz
-        out, self.map_frame = _qos(True, 5), v["map_frame"]
+        # a window delivers up to window_size - overlap frames in one burst: a shallower reliable history would drop
+        # the oldest of them before a subscriber acknowledged them
+        out, self.map_frame = _qos(True, max(5, v["window_size"])), v["map_frame"]
         self.pub_depth = self.create_publisher(Image, "depth", out)
         self.pub_conf = self.create_publisher(Image, "confidence", out)
         self.pub_info = self.create_publisher(CameraInfo, "depth/camera_info", out)
-        self.pub_pose = self.create_publisher(PoseStamped, "pose", _qos(True, 10))
+        self.pub_pose = self.create_publisher(PoseStamped, "pose", _qos(True, max(10, v["window_size"])))
         self.pub_path = self.create_publisher(PathMsg, "path", _qos(True, 1, latched=True))
         self.pub_window_cloud = self.create_publisher(PointCloud2, "window_cloud", _qos(True, 2))
         self.pub_map = self.create_publisher(PointCloud2, "map_cloud", _qos(True, 1, latched=True))

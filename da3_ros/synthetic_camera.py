@@ -3,7 +3,7 @@
 Stamps are the sequence's own (``SyntheticSequence.stamp_ns``), so a node with the geometry oracle or a test can look
 the ground truth up by stamp. ``rate_scale`` speeds playback up (2.0 = twice the sequence fps); ``loop`` restarts
 at the end (with stamps continuing by the sequence length); ``publish_clock`` also publishes /clock for
-``use_sim_time`` consumers.
+``use_sim_time`` consumers; ``wait_for_subscribers`` holds the first frame until that many subscribers matched.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ class SyntheticCamera(Node):
         self.declare_parameter("loop", False)
         self.declare_parameter("reliable", True)
         self.declare_parameter("publish_clock", False)
+        # start the sequence only once image and camera_info each have this many subscribers (0 = at once); without
+        # it, frames published before DDS discovery matched the consumer are lost (reliable or not)
+        self.declare_parameter("wait_for_subscribers", 0)
         self.seq = SyntheticSequence.from_spec(self.get_parameter("sequence").value)
         self.frame_id = self.get_parameter("frame_id").value
         self.loop = bool(self.get_parameter("loop").value)
@@ -47,11 +50,16 @@ class SyntheticCamera(Node):
         self.pub_clock = self.create_publisher(Clock, "/clock", 10) if self.get_parameter("publish_clock").value \
             else None
         self.index = 0
+        self.wait_for_subscribers = int(self.get_parameter("wait_for_subscribers").value)
         period = 1.0 / (self.seq.spec.fps * float(self.get_parameter("rate_scale").value))
         self.timer = self.create_timer(period, self._tick)
         self.done = False
 
     def _tick(self) -> None:
+        need = self.wait_for_subscribers
+        if self.index == 0 and need > 0 and min(self.pub_image.get_subscription_count(),
+                                                self.pub_info.get_subscription_count()) < need:
+            return
         n = len(self.seq)
         if self.index >= n and not self.loop:
             self.done = True
