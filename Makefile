@@ -18,6 +18,7 @@ INTERFACE_SRCS := $(shell find msg scripts/interfaces -type f 2>/dev/null) scrip
 RUN_ENV := VIRTUAL_ENV=$(abspath $(VENV)) \
 	AMENT_PREFIX_PATH=$(abspath $(VENV))$(if $(AMENT_PREFIX_PATH),:$(AMENT_PREFIX_PATH)) \
 	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST \
+	FASTDDS_DEFAULT_PROFILES_FILE=$${FASTDDS_DEFAULT_PROFILES_FILE:-$(CURDIR)/config/fastdds_local_large_data.xml} \
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} MKL_NUM_THREADS=$${MKL_NUM_THREADS:-2} \
 	PATH=$(abspath $(VENV))/bin:$$PATH
 

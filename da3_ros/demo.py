@@ -36,6 +36,9 @@ def _env(domain: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1")
     env.pop("ROS_LOCALHOST_ONLY", None)
+    profile = Path(__file__).resolve().parents[1] / "config" / "fastdds_local_large_data.xml"
+    if "FASTDDS_DEFAULT_PROFILES_FILE" not in env and profile.is_file():
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)  # large images over shared memory, UDP on loopback
     prefix = str(Path(sys.prefix))
     env["AMENT_PREFIX_PATH"] = prefix + (os.pathsep + env["AMENT_PREFIX_PATH"] if env.get("AMENT_PREFIX_PATH") else "")
     return env
@@ -79,7 +82,8 @@ class Recorder:
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
 
-        os.environ.update({k: domain_env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID")})
+        keys = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "FASTDDS_DEFAULT_PROFILES_FILE")
+        os.environ.update({k: domain_env[k] for k in keys if k in domain_env})
         rclpy.init()
         self.rclpy = rclpy
         self.node = rclpy.create_node("da3_demo_recorder")

@@ -26,6 +26,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path as PathMsg
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
@@ -36,6 +37,7 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
 from da3_core.stream.frame import Frame, FrameError
+from da3_core.stream.pairing import IntrinsicsPairer
 from da3_core.stream.pipeline import PipelineConfig, StreamPipeline, WindowResult
 from da3_ros.conversions import (
     c2w_to_pose,
@@ -94,7 +96,6 @@ class ReconstructNode(Node):
             min_motion=v["min_motion"], voxel_size=v["voxel_size"] or None, map_max_points=v["map_max_points"],
             cloud_conf_percentile=v["cloud_conf_percentile"], cloud_stride=v["cloud_stride"]))
         self.counts: Counter[str] = Counter()
-        self._infos: deque[tuple[int, CameraInfo]] = deque(maxlen=64)
         self._lock = threading.Lock()
         self._latency: deque[float] = deque(maxlen=100)
         self._input_times: deque[float] = deque(maxlen=100)
@@ -124,8 +125,13 @@ class ReconstructNode(Node):
             self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, in_qos)
         else:
             self.create_subscription(Image, "image", self._on_image, in_qos)
+        self._pairer: IntrinsicsPairer | None = None
         if v["use_camera_info"]:
+            tol = v["camera_info_tolerance_s"]
+            self._pairer = IntrinsicsPairer(self._camera_info_K, tolerance_s=tol, wait_s=max(0.2, 5.0 * tol))
             self.create_subscription(CameraInfo, "camera_info", self._on_info, in_qos)
+            # wall-clock timer: frames still waiting for a CameraInfo leave after their wait, even when /clock stops
+            self.create_timer(0.05, self._poll_pairs, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_service(SaveMap, "~/save_map", self._on_save_map)
@@ -154,30 +160,29 @@ class ReconstructNode(Node):
             self.counts[f"rejected_{reason}"] += 1
         self.get_logger().warning(f"dropped input ({reason}): {detail}", throttle_duration_sec=5.0)
 
-    def _on_info(self, msg: CameraInfo) -> None:
-        with self._lock:
-            self._infos.append((stamp_to_ns(msg.header.stamp), msg))
-
-    def _paired_K(self, stamp_ns: int, hw: tuple[int, int]) -> np.ndarray | None:
-        if not self.values["use_camera_info"]:
-            return None
-        with self._lock:
-            infos = list(self._infos)
-        if not infos:
-            with self._lock:
-                self.counts["no_camera_info"] += 1
-            return None
-        tol = self.values["camera_info_tolerance_s"] * 1e9
-        dt, info = min(((abs(s - stamp_ns), m) for s, m in infos), key=lambda x: x[0])
-        if dt > tol:
-            with self._lock:
-                self.counts["camera_info_unpaired"] += 1
-            return None
+    def _camera_info_K(self, info: CameraInfo, hw: tuple[int, int]) -> np.ndarray:
         try:
             return camera_info_to_K(info, hw)
         except FrameError as exc:
-            self._reject(f"camera_info_{exc.reason}", str(exc))
-            return None
+            self.get_logger().warning(f"ignored CameraInfo ({exc.reason}): {exc}", throttle_duration_sec=5.0)
+            raise
+
+    def _on_info(self, msg: CameraInfo) -> None:
+        self._submit(self._pairer.add_info(stamp_to_ns(msg.header.stamp), msg, time.monotonic()))
+
+    def _poll_pairs(self) -> None:
+        self._submit(self._pairer.poll(time.monotonic()))
+
+    def _submit(self, frames: list[Frame]) -> None:
+        for frame in frames:
+            try:
+                self.pipeline.submit(frame)
+            except FrameError as exc:
+                self._reject(exc.reason, str(exc))
+                continue
+            with self._lock:
+                self.counts["frames_in"] += 1
+                self._input_times.append(time.monotonic())
 
     def _on_image(self, msg: Image) -> None:
         self._ingest(msg, image_to_rgb)
@@ -190,17 +195,17 @@ class ReconstructNode(Node):
             rgb = convert(msg, self.values["max_image_side"])
             stamp_ns = stamp_to_ns(msg.header.stamp)
             frame_id = self.values["camera_frame"] or msg.header.frame_id or DEFAULT_CAMERA_FRAME
-            frame = Frame(stamp_ns=stamp_ns, rgb=rgb, K=self._paired_K(stamp_ns, rgb.shape[:2]), frame_id=frame_id)
-            self.pipeline.submit(frame)
+            frame = Frame(stamp_ns=stamp_ns, rgb=rgb, K=None, frame_id=frame_id)
         except FrameError as exc:
             self._reject(exc.reason, str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - a bad message must never take the node down
             self._reject("unexpected", f"{type(exc).__name__}: {exc}")
             return
-        with self._lock:
-            self.counts["frames_in"] += 1
-            self._input_times.append(time.monotonic())
+        if self._pairer is None:
+            self._submit([frame])
+        else:  # waits (briefly) for its CameraInfo, whichever of the two arrives first
+            self._submit(self._pairer.add_frame(frame, time.monotonic()))
 
     # --- outputs (worker thread) -----------------------------------------------------------------------------------
     def _publish(self, pub, msg) -> None:
@@ -274,6 +279,10 @@ class ReconstructNode(Node):
     def _publish_diagnostics(self) -> None:
         with self._lock:
             counts = dict(self.counts)
+        if self._pairer is not None:
+            names = {"paired": "camera_info_paired", "unpaired": "camera_info_unpaired"}
+            for key, n in self._pairer.counts.items():  # bad CameraInfo -> rejected_camera_info_<reason>
+                counts["rejected_" + key if key.startswith("camera_info_") else names.get(key, key)] = n
             lat = list(self._latency)
             times = list(self._input_times)
         stats = self.pipeline.stats()

@@ -10,6 +10,7 @@ Arguments (all optional):
   use_sim_time use /clock (rosbag replay with --clock)
   rviz         also start RViz with config/reconstruct.rviz
   device       torch device (auto, cpu, cuda)
+  fastdds_profile  Fast DDS profile for the node (config/fastdds_local_large_data.xml: large images, one machine)
 Launch arguments that are left empty do not override the parameter file.
 """
 
@@ -35,6 +36,8 @@ ARGS = {
     "use_sim_time": ("false", "use /clock, e.g. for rosbag replay with --clock"),
     "rviz": ("false", "start RViz with config/reconstruct.rviz"),
     "device": ("", "torch device: auto, cpu, cuda ('' = from the parameter file)"),
+    "fastdds_profile": ("", "Fast DDS XML profile for the node, e.g. config/fastdds_local_large_data.xml "
+                            "(large images on one machine)"),
 }
 
 
@@ -48,8 +51,9 @@ def _nodes(context, *_, **__):
         if get[name]:
             overrides[name] = get[name]
     image = get["image"]
+    env = {"FASTDDS_DEFAULT_PROFILES_FILE": get["fastdds_profile"]} if get["fastdds_profile"] else None
     reconstruct = Node(
-        package="da3_ros", executable="reconstruct", name="reconstruct", output="screen",
+        package="da3_ros", executable="reconstruct", name="reconstruct", output="screen", additional_env=env,
         parameters=[config, overrides],
         remappings=[("image", image), ("image/compressed", image + "/compressed"),
                     ("camera_info", get["camera_info"])],

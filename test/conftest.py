@@ -104,6 +104,9 @@ def ros_env(tmp_path, monkeypatch):
             "ROS_LOG_DIR": str(log_dir),
             "PYTHONUNBUFFERED": "1",
         }
+        # large images between processes on this machine: 32 MiB shared-memory segments, UDP on loopback only
+        settings.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or str(
+            Path(__file__).resolve().parents[1] / "config" / "fastdds_local_large_data.xml"))
         for key, value in settings.items():
             monkeypatch.setenv(key, value)
         monkeypatch.delenv("ROS_LOCALHOST_ONLY", raising=False)
