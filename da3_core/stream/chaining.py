@@ -85,12 +85,18 @@ def unproject_pixels(depth: np.ndarray, K: np.ndarray, c2w: np.ndarray, rows: np
                      ) -> np.ndarray:
     """World points (N, 3) float64 of pixels (rows, cols) (integer pixel coordinates, ``depth_to_points``
     convention): ``c2w @ (d K^-1 [u, v, 1])``."""
-    d = depth[rows, cols].astype(np.float64)
-    fx, fy, cx, cy, skew = K[0, 0], K[1, 1], K[0, 2], K[1, 2], K[0, 1]
-    y = (rows - cy) / fy
-    x = (cols - cx - skew * y) / fx
+    return unproject_pixels_as(np.float64, depth, K, c2w, rows, cols)
+
+
+def unproject_pixels_as(dtype, depth: np.ndarray, K: np.ndarray, c2w: np.ndarray, rows: np.ndarray,
+                        cols: np.ndarray) -> np.ndarray:
+    """:func:`unproject_pixels` computed in ``dtype`` (float32 for display clouds: about twice as fast)."""
+    d = depth[rows, cols].astype(dtype)
+    fx, fy, cx, cy, skew = (dtype(v) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2], K[0, 1]))
+    y = (rows.astype(dtype) - cy) / fy
+    x = (cols.astype(dtype) - cx - skew * y) / fx
     cam = np.stack([x * d, y * d, d], axis=1)
-    return cam @ c2w[:3, :3].T + c2w[:3, 3]
+    return cam @ c2w[:3, :3].T.astype(dtype) + c2w[:3, 3].astype(dtype)
 
 
 class WindowChainer:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from da3_core.stream.chaining import ChainedFrame, WindowChainer, unproject_pixels
+from da3_core.stream.chaining import ChainedFrame, WindowChainer, unproject_pixels_as
 from da3_core.stream.frame import Frame, FrameError, validate_frame
 from da3_core.stream.predictor import Predictor
 from da3_core.stream.voxel_map import VoxelMap
@@ -54,6 +54,7 @@ class PipelineConfig:
     cloud_conf_percentile: float | None = 30.0  # keep pixels with conf >= this percentile (None: no filter)
     cloud_conf_threshold: float | None = None  # absolute conf threshold, applied instead when set
     cloud_stride: int = 1  # pixel subsampling of the window cloud
+    map_stride: int = 4  # pixel subsampling of the points added to the voxel map (a multiple of cloud_stride is used)
     cloud_max_points: int | None = 300_000
     drop_sky: bool = True
     chain_mode: str = "auto"  # auto | sim3 | se3
@@ -210,12 +211,12 @@ class StreamPipeline:
                 self.is_metric = chain.is_metric
             t1 = time.perf_counter()
             new = [(f, cf) for f, cf in zip(window.frames, chain.frames) if cf.is_new]
-            pts, cols, wts = self._cloud(new, window.index)
+            pts, cols, wts, on_map = self._cloud(new, window.index)
             t2 = time.perf_counter()
             if chain.chained or self.cfg.insert_unchained:
                 if self.map is None:
                     self.map = VoxelMap(self._auto_voxel(chain.frames), self.cfg.map_max_points)
-                self.map.insert(pts, cols, wts)
+                self.map.insert(pts[on_map], cols[on_map], wts[on_map])
             t3 = time.perf_counter()
             for _, cf in new:
                 self._trajectory[cf.stamp_ns] = cf.c2w
@@ -241,9 +242,11 @@ class StreamPipeline:
         return 0.01 * med if np.isfinite(med) and med > 0 else 0.05
 
     def _cloud(self, new: list[tuple[Frame, ChainedFrame]], window_index: int):
-        """Confidence-filtered, subsampled map-frame points of the new frames: (pts f32, cols u8, weights f64)."""
+        """Confidence-filtered, subsampled map-frame points of the new frames: (pts f32, cols u8, weights f64,
+        on_map bool: the points on the coarser ``map_stride`` grid that go into the voxel map)."""
         cfg = self.cfg
         st = max(1, int(cfg.cloud_stride))
+        ms = st * max(1, -(-int(cfg.map_stride) // st))  # map stride: a multiple of the cloud stride
         masks, confs = [], []
         for _, cf in new:
             d, c = cf.depth[::st, ::st], cf.conf[::st, ::st]
@@ -258,24 +261,26 @@ class StreamPipeline:
         if cfg.cloud_conf_threshold is not None:
             thr = cfg.cloud_conf_threshold
         elif cfg.cloud_conf_percentile is not None and allc.size:
-            thr = float(np.percentile(allc, cfg.cloud_conf_percentile))
-        pts, cols, wts = [], [], []
+            sample = allc[:: max(1, allc.size // 50_000)]  # the percentile of an even subsample is plenty
+            thr = float(np.percentile(sample, cfg.cloud_conf_percentile))
+        pts, cols, wts, grid = [], [], [], []
         for (f, cf), m in zip(new, masks):
             if thr is not None:
                 m = m & (cf.conf[::st, ::st] >= thr)
             r, c = np.nonzero(m)
             r, c = r * st, c * st
-            pts.append(unproject_pixels(cf.depth, cf.K, cf.c2w, r, c))
+            pts.append(unproject_pixels_as(np.float32, cf.depth, cf.K, cf.c2w, r, c))
             cols.append(f.rgb[r, c])
             wts.append(cf.conf[r, c].astype(np.float64))
+            grid.append((r % ms == 0) & (c % ms == 0))
         if not pts:
-            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0)
-        P, C, W = np.concatenate(pts), np.concatenate(cols), np.concatenate(wts)
+            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0), np.zeros(0, bool)
+        P, C, W, G = np.concatenate(pts), np.concatenate(cols), np.concatenate(wts), np.concatenate(grid)
         if cfg.cloud_max_points is not None and len(P) > cfg.cloud_max_points:
             rng = np.random.default_rng(cfg.seed + window_index)
             idx = np.sort(rng.choice(len(P), size=int(cfg.cloud_max_points), replace=False))
-            P, C, W = P[idx], C[idx], W[idx]
-        return P.astype(np.float32), np.ascontiguousarray(C, dtype=np.uint8), W
+            P, C, W, G = P[idx], C[idx], W[idx], G[idx]
+        return P.astype(np.float32), np.ascontiguousarray(C, dtype=np.uint8), W, G
 
     # --- state access (thread-safe) -------------------------------------------------------------------------------
 
