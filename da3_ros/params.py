@@ -40,6 +40,12 @@ PARAMS: tuple[Param, ...] = (
     Param("use_camera_info", True, "pair images with CameraInfo (known focal: metric depth with metric models)"),
     Param("camera_info_tolerance_s", 0.02, "largest stamp difference for image / CameraInfo pairing (s)",
           range=(0.0, 1.0)),
+    Param("pose_source_frame", "", "pose conditioning: look up TF <this frame> -> camera optical frame at each image "
+          "stamp and condition the network on it ('' = off, e.g. 'odom'; must differ from map_frame)"),
+    Param("pose_tf_tolerance_s", 0.05, "pose conditioning: largest gap between an image stamp and the TF history "
+          "still served by the nearest transform (s)", range=(0.0, 1.0)),
+    Param("pose_source_metric", True, "pose conditioning: the pose source is in metres (REP-103 TF), so conditioned "
+          "depth and poses are metric"),
     Param("input_qos", "sensor_data", "input QoS: 'sensor_data' (best effort) or 'reliable'",
           choices=("sensor_data", "reliable")),
     Param("input_queue_depth", 5, "input subscription history depth", range=(1, 100)),
@@ -101,6 +107,9 @@ def validate(values: dict[str, Any]) -> list[str]:
     if not errors and values["overlap"] >= values["window_size"]:
         errors.append(f"parameter 'overlap' = {values['overlap']} must be smaller than 'window_size' = "
                       f"{values['window_size']} (valid range [0, window_size - 1])")
+    if not errors and values["pose_source_frame"] and values["pose_source_frame"] == values["map_frame"]:
+        errors.append(f"parameter 'pose_source_frame' = {values['pose_source_frame']!r} must differ from "
+                      "'map_frame': the node would condition on the map -> camera transforms it publishes itself")
     if not errors and values["predictor"] == "oracle" and not values["oracle_sequence"]:
         errors.append("parameter 'oracle_sequence' must name the synthetic sequence when predictor = 'oracle'")
     return errors

@@ -8,6 +8,18 @@ points are added to a voxel map. All outputs carry the source image's stamp. The
 Topics (relative: remap them): in ``image`` (or ``image/compressed``), ``camera_info``; out ``depth`` (32FC1,
 REP-118, NaN invalid), ``confidence``, ``depth/camera_info``, ``pose``, ``path``, ``window_cloud``, ``map_cloud``,
 ``window`` (da3_ros_interfaces/WindowResult), ``/tf``, ``/diagnostics``. Services ``~/reset``, ``~/save_map``.
+
+Pose conditioning (``pose_source_frame``, e.g. ``odom``; off by default): the node also subscribes to ``/tf`` and
+``/tf_static`` (TRANSIENT_LOCAL), keeps them in a ROS-free :class:`~da3_core.stream.tf_buffer.TransformBuffer` (no
+tf2_ros dependency), and looks up ``T(pose_source_frame <- camera optical frame)`` at each image stamp (within
+``pose_tf_tolerance_s`` of the TF history, interpolated inside it) once the image left the CameraInfo pairing. The
+frame carries ``w2c = inv(T)``; a window whose frames all have a pose and a K is pose-conditioned (the network's
+poses are the given ones, depth in their units: metres when ``pose_source_metric``). Lookups are counted in the
+diagnostics (``pose_lookup_ok``, ``pose_lookup_failed_<reason>``), as are conditioned windows. The node never
+conditions on its own output: transforms whose parent is ``map_frame`` (what it broadcasts) are ignored, and
+``pose_source_frame`` must differ from ``map_frame``. The map frame stays the first window's first camera: with
+conditioning every window's poses are already in the pose source's frame and metric, so the chainer's SE(3)
+alignment (scale 1) of later windows recovers the same odom -> map transform as the first window's.
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +52,7 @@ from tf2_msgs.msg import TFMessage
 from da3_core.stream.frame import Frame, FrameError
 from da3_core.stream.pairing import IntrinsicsPairer
 from da3_core.stream.pipeline import PipelineConfig, StreamPipeline, WindowResult
+from da3_core.stream.tf_buffer import TransformBuffer, TransformLookupError, quat_xyzw_to_rotation
 from da3_ros.conversions import (
     c2w_to_pose,
     c2w_to_pose_stamped,
@@ -57,6 +71,26 @@ from da3_ros.params import PARAMS, check_value, descriptor, validate
 from da3_ros.pointcloud import points_to_pointcloud2
 
 DEFAULT_CAMERA_FRAME = "camera_optical_frame"
+TF_CACHE_S = 10.0  # TF history kept per edge for pose conditioning
+
+
+def transform_msg_to_matrix(tf) -> np.ndarray:
+    """geometry_msgs/Transform -> (4, 4) ``T_parent_child``; ValueError for non-finite values or a quaternion whose
+    norm is off 1 by more than 1 % (tf2 rejects those too)."""
+    q = np.array([tf.rotation.x, tf.rotation.y, tf.rotation.z, tf.rotation.w], dtype=np.float64)
+    t = np.array([tf.translation.x, tf.translation.y, tf.translation.z], dtype=np.float64)
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(t))) or abs(np.linalg.norm(q) - 1.0) > 1e-2:
+        raise ValueError(f"bad transform: translation {t.tolist()}, rotation xyzw {q.tolist()}")
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = quat_xyzw_to_rotation(q), t
+    return T
+
+
+def _rigid_inv(T: np.ndarray) -> np.ndarray:
+    out = np.eye(4)
+    out[:3, :3] = T[:3, :3].T
+    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
+    return out
 
 
 class ParameterError(ValueError):
@@ -100,6 +134,10 @@ class ReconstructNode(Node):
         self._latency: deque[float] = deque(maxlen=100)
         self._input_times: deque[float] = deque(maxlen=100)
         self._closing = False
+        self.pose_source = v["pose_source_frame"]
+        self._tf: TransformBuffer | None = None
+        if self.pose_source and hasattr(predictor, "pose_is_metric"):
+            predictor.pose_is_metric = bool(v["pose_source_metric"])  # units of the conditioned windows
 
         # outputs: per-frame products reliable with a short history; the map and the path latched for late RViz
         # a window delivers up to window_size - overlap frames in one burst: a shallower reliable history would drop
@@ -115,6 +153,14 @@ class ReconstructNode(Node):
         self.pub_window = self.create_publisher(WindowResultMsg, "window", _qos(True, 10))
         self.pub_tf = self.create_publisher(TFMessage, "/tf", _qos(True, 100))
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", _qos(True, 10))
+
+        # pose source first (a camera that waits for the image subscription then finds it too)
+        if self.pose_source:  # what tf2's listener does: /tf volatile, /tf_static latched, both reliable
+            self._tf = TransformBuffer(cache_time_s=TF_CACHE_S)
+            self._tf_tolerance_ns = int(round(v["pose_tf_tolerance_s"] * 1e9))
+            self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), _qos(True, 100))
+            self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
+                                     _qos(True, 100, latched=True))
 
         # inputs: sensor-data QoS by default (camera drivers publish best effort)
         in_qos = qos_profile_sensor_data if v["input_qos"] == "sensor_data" else _qos(True, v["input_queue_depth"])
@@ -140,6 +186,10 @@ class ReconstructNode(Node):
         self.pipeline.start(on_result=self._on_window, on_error=self._on_worker_error)
         self.get_logger().info(f"reconstruct: {self.model_text}; window {v['window_size']} (overlap {v['overlap']}); "
                                f"camera_info {'on' if v['use_camera_info'] else 'off'}")
+        camera = v["camera_frame"] or "<image header frame_id>"
+        self.get_logger().info(f"pose conditioning from TF {self.pose_source} -> {camera} (tolerance "
+                               f"{v['pose_tf_tolerance_s']:g} s, {'metric' if v['pose_source_metric'] else 'relative'})"
+                               if self.pose_source else "pose conditioning off (pose_source_frame '')")
 
     # --- parameters --------------------------------------------------------------------------------------------
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -173,8 +223,46 @@ class ReconstructNode(Node):
     def _poll_pairs(self) -> None:
         self._submit(self._pairer.poll(time.monotonic()))
 
+    def _on_tf(self, msg: TFMessage, static: bool) -> None:
+        ignored = rejected = stored = 0
+        for t in msg.transforms:
+            parent, child = t.header.frame_id.lstrip("/"), t.child_frame_id.lstrip("/")
+            if parent == self.map_frame:  # our own map -> camera broadcast (or someone else's map): never a source
+                ignored += 1
+                continue
+            try:
+                ok = self._tf.add(parent, child, stamp_to_ns(t.header.stamp), transform_msg_to_matrix(t.transform),
+                                  static=static)
+            except ValueError as exc:
+                rejected += 1
+                self.get_logger().warning(f"ignored TF {parent!r} -> {child!r}: {exc}", throttle_duration_sec=5.0)
+                continue
+            stored += int(ok)
+        with self._lock:
+            self.counts["tf_transforms_stored"] += stored
+            if ignored:
+                self.counts["tf_transforms_ignored_map_frame"] += ignored
+            if rejected:
+                self.counts["tf_transforms_rejected"] += rejected
+
+    def _with_pose(self, frame: Frame) -> Frame:
+        """The frame with its known pose (w2c in the pose source's frame) from TF, when the lookup succeeds."""
+        try:
+            T = self._tf.lookup(self.pose_source, frame.frame_id, frame.stamp_ns, self._tf_tolerance_ns)
+        except TransformLookupError as exc:
+            with self._lock:
+                self.counts[f"pose_lookup_failed_{exc.reason}"] += 1
+            self.get_logger().warning(f"no pose for the image at {frame.stamp_ns} ns ({frame.frame_id}): {exc}",
+                                      throttle_duration_sec=5.0)
+            return frame
+        with self._lock:
+            self.counts["pose_lookup_ok"] += 1
+        return replace(frame, pose_w2c=_rigid_inv(T))
+
     def _submit(self, frames: list[Frame]) -> None:
         for frame in frames:
+            if self._tf is not None:
+                frame = self._with_pose(frame)
             try:
                 self.pipeline.submit(frame)
             except FrameError as exc:
@@ -279,15 +367,18 @@ class ReconstructNode(Node):
     def _publish_diagnostics(self) -> None:
         with self._lock:
             counts = dict(self.counts)
+            lat = list(self._latency)
+            times = list(self._input_times)
         if self._pairer is not None:
             names = {"paired": "camera_info_paired", "unpaired": "camera_info_unpaired"}
             for key, n in self._pairer.counts.items():  # bad CameraInfo -> rejected_camera_info_<reason>
                 counts["rejected_" + key if key.startswith("camera_info_") else names.get(key, key)] = n
-            lat = list(self._latency)
-            times = list(self._input_times)
         stats = self.pipeline.stats()
         rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 and times[-1] > times[0] else 0.0
+        pose_counts = dict(getattr(self.pipeline.predictor, "counts", {}))
         values = {"model": self.model_text, "input_rate_hz": f"{rate:.2f}",
+                  "pose_source": f"TF {self.pose_source}" if self.pose_source else "off",
+                  **{f"windows_{k}": str(n) for k, n in sorted(pose_counts.items())},
                   "latency_p50_s": f"{np.median(lat):.3f}" if lat else "n/a",
                   "metric": str(self.pipeline.is_metric), **{k: str(v) for k, v in sorted(counts.items())},
                   **{k: str(v) for k, v in sorted(stats.items())}}

@@ -59,7 +59,8 @@ class ChainResult:
 
     ``transform`` (4, 4) maps window points to map points (``s R X + t``); ``scale`` = s; ``residual`` weighted RMS
     3-D distance of the used correspondences after alignment (map units), ``residual_rel`` the same divided by their
-    median distance to the camera; ``method`` in {"first", "points", "pose", "none"}.
+    median distance to the camera; ``method`` in {"first", "points", "pose", "poses", "none"} ("poses": both
+    windows were conditioned on given poses of one source frame, so the previous transform is reused).
     """
 
     frames: list[ChainedFrame]
@@ -128,6 +129,8 @@ class WindowChainer:
         self._prev: dict[int, ChainedFrame] = {}  # previous window's frames by stamp
         self._last: ChainedFrame | None = None
         self._last_scale = 1.0
+        self._prev_transform: np.ndarray | None = None  # window -> map of the previous window
+        self._prev_conditioned = False
         self.n_windows = 0
         self.is_metric: bool | None = None
 
@@ -151,6 +154,12 @@ class WindowChainer:
             s, R, t = 1.0, c2w_win[0, :3, :3].T, -c2w_win[0, :3, :3].T @ c2w_win[0, :3, 3]  # map := first camera
             res = ChainResult(frames=[], transform=sim3_matrix(s, R, t), scale=s, method="first")
             self.is_metric = bool(pred.is_metric)
+        elif pred.pose_conditioned and self._prev_conditioned and self._prev_transform is not None:
+            # both windows carry the given poses of one source frame (e.g. odom): the same transform maps them
+            T = self._prev_transform
+            s = float(np.cbrt(np.linalg.det(T[:3, :3])))
+            res = ChainResult(frames=[], transform=T.copy(), scale=s, method="poses")
+            R, t = T[:3, :3] / s, T[:3, 3]
         else:
             res = self._align(frames, pred, c2w_win, shared)
             s, R, t = res.scale, res.transform[:3, :3] / res.scale, res.transform[:3, 3]
@@ -166,6 +175,8 @@ class WindowChainer:
                                     conf=pred.conf[i], sky=sky, K=np.asarray(pred.K[i], dtype=np.float64), c2w=c2w,
                                     is_new=f.stamp_ns not in self._prev))
         res.frames = out
+        self._prev_transform = res.transform if res.chained else None
+        self._prev_conditioned = bool(pred.pose_conditioned)
         self._prev = {cf.stamp_ns: cf for cf in out}
         self._last = out[-1]
         self._last_scale = s if res.chained else self._last_scale

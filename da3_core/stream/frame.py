@@ -34,6 +34,9 @@ class Frame:
         K: (3, 3) float64 pixel intrinsics of ``rgb`` (from CameraInfo), or None when unknown.
         frame_id: camera optical frame name of the source message (OpenCV axes: x right, y down, z forward).
         index: running index assigned by the producer (-1 = unassigned).
+        pose_w2c: (4, 4) float64 known world-to-camera pose (OpenCV axes) in the pose-conditioning world frame
+            (e.g. odom, from TF), or None when unknown. With a known K on every frame of a window, the network is
+            conditioned on these poses (:class:`da3_core.stream.predictor.DA3Predictor`).
     """
 
     stamp_ns: int
@@ -41,6 +44,7 @@ class Frame:
     K: np.ndarray | None = None
     frame_id: str = ""
     index: int = -1
+    pose_w2c: np.ndarray | None = None
 
     @property
     def stamp_s(self) -> float:

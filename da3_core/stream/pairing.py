@@ -3,8 +3,9 @@
 Cameras publish an image and its CameraInfo with the same stamp, but they may arrive in either order. A frame
 waits (at most ``wait_s``, in arrival time) for an intrinsics message within ``tolerance_s`` of its stamp; frames
 leave in arrival order, so a waiting frame holds back the ones behind it (the window needs increasing stamps). A
-frame whose wait runs out leaves without K (counted as ``unpaired``); one that arrives before any intrinsics were
-ever seen leaves at once without K (``no_camera_info``).
+frame whose wait runs out leaves without K (counted as ``unpaired``, or ``no_camera_info`` while no intrinsics were
+ever seen). Once ``give_up_after`` frames have passed without any intrinsics message at all, frames stop waiting (a
+camera without CameraInfo costs no latency).
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ class _Waiting:
 
 
 class IntrinsicsPairer:
-    def __init__(self, to_K: ToK, tolerance_s: float = 0.02, wait_s: float = 0.2, keep: int = 64) -> None:
+    def __init__(self, to_K: ToK, tolerance_s: float = 0.02, wait_s: float = 0.2, keep: int = 64,
+                 give_up_after: int = 10) -> None:
         self.to_K = to_K
         self.tolerance_ns = int(tolerance_s * 1e9)
         self.wait_s = float(wait_s)
         self.keep = int(keep)
+        self.give_up_after = int(give_up_after)
+        self._frames_without_info = 0
         self.counts: Counter[str] = Counter()
         self._stamps: list[int] = []
         self._infos: dict[int, Any] = {}
@@ -74,7 +78,8 @@ class IntrinsicsPairer:
         while self._waiting:
             head = self._waiting[0]
             info = self._match(head.frame.stamp_ns)
-            if info is None and self._stamps and now_s < head.deadline:
+            expect_info = bool(self._stamps) or self._frames_without_info < self.give_up_after
+            if info is None and expect_info and now_s < head.deadline:
                 break  # its intrinsics may still come
             self._waiting.popleft()
             K = None
@@ -85,6 +90,8 @@ class IntrinsicsPairer:
                 except FrameError as exc:
                     self.counts[f"camera_info_{exc.reason}"] += 1
             else:
+                if not self._stamps:
+                    self._frames_without_info += 1
                 self.counts["no_camera_info" if not self._stamps else "unpaired"] += 1
             out.append(replace(head.frame, K=K))
         return out

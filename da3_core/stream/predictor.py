@@ -8,6 +8,7 @@ map frame is :mod:`da3_core.stream.chaining`'s job).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,8 +30,9 @@ class WindowPrediction:
         sky: (S, H, W) bool sky mask or None.
         w2c: (S, 4, 4) float64 world-to-camera (OpenCV) in the window's own frame.
         K: (S, 3, 3) float64 intrinsics in input pixels.
-        is_metric: depth and translations are in metres.
+        is_metric: depth and translations are in metres (pose-conditioned windows: when the given poses are).
         timings: seconds per stage (e.g. ``{"predict_s": ...}``).
+        pose_conditioned: ``w2c`` are the given (known) poses, in the pose source's frame (e.g. odom).
     """
 
     depth: np.ndarray
@@ -40,6 +42,7 @@ class WindowPrediction:
     K: np.ndarray
     is_metric: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    pose_conditioned: bool = False
 
 
 class Predictor(Protocol):
@@ -52,11 +55,25 @@ class DA3Predictor:
     ``ref_view="first"`` makes each window's frame the camera of its first frame (deterministic, unlike the
     content-based default). Known K is passed when *every* frame of the window has one (the API then reports it and,
     for metric models, scales with the real focal length). Models without poses (mono / metric-only) are rejected.
+
+    Pose conditioning: when every frame also carries a known pose (``Frame.pose_w2c``, e.g. from TF odom -> camera)
+    and ``use_known_poses``, the window goes to the network with ``extrinsics`` (w2c) and ``intrinsics``; the API
+    returns the given poses (``align_to_input_ext_scale``) with depth in their units, so the window's frame is the
+    pose source's frame (odom) and ``is_metric = pose_is_metric`` (True for TF: REP-103 metres). Windows whose given
+    camera centres all lie within ``min_pose_baseline`` of their mean (pose units, default 2 cm: a standing robot,
+    whose Sim(3) of predicted onto given centres is undefined) or exactly on one line (the API's Umeyama refuses
+    them) run unconditioned.
+    ``counts``: windows ``pose_conditioned`` / ``pose_unconditioned_<why>``.
     """
 
     def __init__(self, model: Any, process_res: int = 504, ref_view: str = "first", use_ray_pose: bool = False,
-                 use_known_intrinsics: bool = True, **predict_kwargs: Any):
+                 use_known_intrinsics: bool = True, use_known_poses: bool = True, pose_is_metric: bool = True,
+                 min_pose_baseline: float = 0.02, **predict_kwargs: Any):
         self.model = model
+        self.use_known_poses = bool(use_known_poses)
+        self.pose_is_metric = bool(pose_is_metric)
+        self.min_pose_baseline = float(min_pose_baseline)
+        self.counts: Counter[str] = Counter()
         self.process_res = int(process_res)
         self.ref_view = ref_view
         self.use_ray_pose = bool(use_ray_pose)
@@ -67,8 +84,12 @@ class DA3Predictor:
         t0 = time.perf_counter()
         known = self.use_known_intrinsics and all(f.K is not None for f in frames)
         K_in = np.stack([f.K for f in frames]).astype(np.float64) if known else None
+        kwargs = dict(self.predict_kwargs)
+        w2c_in = self._known_poses(frames, known)
+        if w2c_in is not None:  # pose-conditioned: the given poses come back, depth in their units
+            kwargs.update(extrinsics=w2c_in, align_to_input_ext_scale=True)
         pred = self.model.predict([f.rgb for f in frames], intrinsics=K_in, process_res=self.process_res,
-                                  ref_view=self.ref_view, use_ray_pose=self.use_ray_pose, **self.predict_kwargs)
+                                  ref_view=self.ref_view, use_ray_pose=self.use_ray_pose, **kwargs)
         if pred.extrinsics is None:
             raise RuntimeError("the model predicts no camera poses (mono / metric-only variant); streaming "
                                "reconstruction needs an any-view or nested model")
@@ -81,8 +102,43 @@ class DA3Predictor:
         w2c = np.asarray(pred.extrinsics, dtype=np.float64)
         if w2c.shape[-2:] == (3, 4):
             w2c = np.concatenate([w2c, np.broadcast_to([[[0.0, 0.0, 0.0, 1.0]]], (len(w2c), 1, 4))], axis=1)
+        is_metric, given = bool(pred.is_metric), False
+        if w2c_in is not None and getattr(pred, "depth_units", "input_extrinsics") == "input_extrinsics":
+            is_metric, given = self.pose_is_metric, True  # outputs in the given poses' units and frame
         return WindowPrediction(depth=depth, conf=conf, sky=sky, w2c=w2c, K=np.asarray(K, dtype=np.float64),
-                                is_metric=bool(pred.is_metric), timings={"predict_s": time.perf_counter() - t0})
+                                is_metric=is_metric, timings={"predict_s": time.perf_counter() - t0},
+                                pose_conditioned=given)
+
+    def _known_poses(self, frames: list[Frame], known_K: bool) -> np.ndarray | None:
+        """(S, 4, 4) float64 given w2c when the window can be pose-conditioned, else None (counted why not)."""
+        if not self.use_known_poses:
+            return None
+        have = sum(f.pose_w2c is not None for f in frames)
+        why = None
+        if have == 0:
+            why = "no_poses"
+        elif have < len(frames):
+            why = "missing_poses"
+        elif not known_K:
+            why = "no_intrinsics"
+        if why is None:
+            w2c = np.stack([np.asarray(f.pose_w2c, dtype=np.float64).reshape(4, 4) for f in frames])
+            R, t = w2c[:, :3, :3], w2c[:, :3, 3]
+            centres = -np.einsum("sji,sj->si", R, t)  # -R^T t
+            spread = centres - centres.mean(axis=0)
+            sv = np.linalg.svd(spread, compute_uv=False) if len(frames) > 1 else np.zeros(1)
+            if not np.all(np.isfinite(w2c)):
+                why = "nonfinite_poses"
+            elif float(np.linalg.norm(spread, axis=1).max(initial=0.0)) < self.min_pose_baseline:
+                why = "small_baseline"
+            elif len(frames) >= 3 and sv[1] <= 1e-9 * max(1.0, sv[0]):
+                why = "collinear_poses"
+        if why is not None:
+            if have:
+                self.counts[f"pose_unconditioned_{why}"] += 1
+            return None
+        self.counts["pose_conditioned"] += 1
+        return w2c
 
 
 def sim3_matrix(s: float, R: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -36,10 +36,20 @@ def test_image_first_waits_for_its_info_and_keeps_order():
     assert [f.K[0, 0] for f in out] == [3.0]
 
 
-def test_wait_runs_out_and_unknown_cameras_pass_without_K():
+def test_first_frame_waits_for_the_first_info_but_cameras_without_info_stop_waiting():
+    p = IntrinsicsPairer(_to_K, tolerance_s=0.01, wait_s=0.2, give_up_after=2)
+    assert p.add_frame(_frame(5), now_s=0.0) == []  # the first CameraInfo may still come
+    out = p.add_info(5, 4.0, now_s=0.1)
+    assert len(out) == 1 and out[0].K[0, 0] == 4.0
+    q = IntrinsicsPairer(_to_K, tolerance_s=0.01, wait_s=0.2, give_up_after=2)
+    assert q.add_frame(_frame(1), now_s=0.0) == [] and len(q.poll(now_s=0.3)) == 1
+    assert q.add_frame(_frame(2), now_s=0.3) == [] and len(q.poll(now_s=0.6)) == 1
+    out = q.add_frame(_frame(3), now_s=0.6)  # two frames passed without any CameraInfo: no more waiting
+    assert len(out) == 1 and out[0].K is None and q.counts["no_camera_info"] == 3
+
+
+def test_wait_runs_out_without_the_matching_info():
     p = IntrinsicsPairer(_to_K, tolerance_s=0.01, wait_s=0.2)
-    out = p.add_frame(_frame(5), now_s=0.0)  # no intrinsics ever seen: no waiting
-    assert len(out) == 1 and out[0].K is None and p.counts["no_camera_info"] == 1
     p.add_info(0, 1.0, now_s=0.0)
     assert p.add_frame(_frame(500_000_000), now_s=1.0) == []
     assert p.poll(now_s=1.1) == []

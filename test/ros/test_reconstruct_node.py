@@ -252,12 +252,13 @@ def test_oracle_outputs_match_scene_and_sigterm(ros_env, tmp_path):
     dist = np.abs(seq.scene.sdf(map_to_world(xyz, seq, ref)))
     assert dist.max() < 0.02, f"map points up to {dist.max():.4f} m off the scene (voxel averaging tolerance 0.02)"
     assert np.median(dist) < 1e-3 and len(xyz) > 1000 and rgb.any()
-    # the map holds exactly the voxels of all window clouds (each voxel's mean stays inside its voxel)
+    # the map is fed from the window clouds' points (on a coarser pixel grid, map_stride): its voxels are a subset
+    # of the window clouds' voxels (each voxel's mean stays inside its voxel) and cover a good part of them
     voxel = 0.05  # the voxel_size default
     map_keys = {tuple(k) for k in np.floor(xyz / voxel).astype(np.int64)}
     window_keys = {tuple(k) for c in clouds for k in np.floor(pointcloud2_to_points(c)[0] / voxel).astype(np.int64)}
-    assert len(map_keys & window_keys) >= 0.999 * max(len(map_keys), len(window_keys)), \
-        (len(map_keys), len(window_keys), len(map_keys & window_keys))
+    assert len(map_keys - window_keys) <= 0.001 * len(map_keys), (len(map_keys), len(map_keys - window_keys))
+    assert len(map_keys) >= 0.2 * len(window_keys), (len(map_keys), len(window_keys))
 
     # diagnostics: counters present and consistent
     assert diag is not None
@@ -342,7 +343,8 @@ def test_tiny_network_runs_whole_path(ros_env, tmp_path):
         assert ok, f"no window from the network\n{node.output()}"
         diag = diagnostics(col)
         stop_cleanly(node, signal.SIGTERM, timeout=20.0)
-    assert "UNTRAINED" in node.stderr(), "expected the untrained-weights notice in the log"
+    # no weights parameter: the embedded default (or untrained recipe weights when it is absent), said in the log
+    assert "embedded default weights" in node.stderr() or "UNTRAINED" in node.stderr(), node.stderr()
     depth = col.get("depth")
     for msg in depth:
         assert (msg.encoding, msg.height, msg.width) == ("32FC1", 126, 168)
@@ -353,7 +355,7 @@ def test_tiny_network_runs_whole_path(ros_env, tmp_path):
         assert (info.width, info.height) == (168, 126)
         assert np.all(np.isfinite(info.k)) and info.k[0] > 0
     w = col.get("window")[0]
-    assert w.model_variant == "da3-small-reduced" and (w.width, w.height) == (168, 126) and len(w.stamps) == 4
+    assert w.model_variant in ("da3-tiny", "da3-small-reduced") and (w.width, w.height) == (168, 126) and len(w.stamps) == 4
     assert w.inference_time_s > 0
     assert col.get("/tf") and col.get("path")
     assert diag is None or "inference_errors" not in diag
