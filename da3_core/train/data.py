@@ -148,6 +148,13 @@ def _key(item: int | SampleKey, default: SampleKey) -> SampleKey:
 # --- synthetic ------------------------------------------------------------------------------------------------------
 
 
+def default_sample_key(seed: int, index: int, resolutions, views: tuple[int, int]) -> SampleKey:
+    """(index, H, W, S) drawn deterministically from (seed, index): one of ``resolutions``, S in [views]."""
+    rng = np.random.default_rng([seed, index, 1])
+    H, W = resolutions[int(rng.integers(len(resolutions)))]
+    return index, H, W, int(rng.integers(views[0], views[1] + 1))
+
+
 class SyntheticSceneDataset(Dataset):
     """Procedural scenes (``da3_core.data.synthetic``) rendered on the fly; exact depth, poses, sky and object masks.
 
@@ -184,9 +191,7 @@ class SyntheticSceneDataset(Dataset):
 
     def sample_key(self, index: int) -> SampleKey:
         """The (index, H, W, S) used for a plain int index."""
-        rng = np.random.default_rng([self.seed, index, 1])
-        H, W = self.resolutions[int(rng.integers(len(self.resolutions)))]
-        return index, H, W, int(rng.integers(self.views[0], self.views[1] + 1))
+        return default_sample_key(self.seed, index, self.resolutions, self.views)
 
     def scene_spec(self, index: int) -> tuple[str, int, float]:
         """(kind, scene seed, horizontal fov in degrees) of item ``index`` (independent of H, W, S)."""
@@ -509,9 +514,8 @@ class ViewSetDataset(Dataset):
         return self.num_samples
 
     def sample_key(self, index: int) -> SampleKey:
-        rng = np.random.default_rng([self.seed, index, 1])
-        H, W = self.resolutions[int(rng.integers(len(self.resolutions)))]
-        return index, H, W, int(rng.integers(self.views[0], self.views[1] + 1))
+        """The (index, H, W, S) used for a plain int index."""
+        return default_sample_key(self.seed, index, self.resolutions, self.views)
 
     def frame_indices(self, index: int, views: int) -> tuple[int, list[int]]:
         """(source index, frame indices) of item ``index`` with ``views`` views."""
