@@ -188,8 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default="", help="official checkpoint folder or ours ('' = embedded default)")
     parser.add_argument("--bag", help="play this bag instead of the synthetic one (no accuracy figures)")
     parser.add_argument("--spec", default=DEFAULT_SPEC, help="synthetic sequence spec")
-    parser.add_argument("--process-res", type=int, default=336)
-    parser.add_argument("--rate", default="auto", help="playback rate, or 'auto' (no dropped windows)")
+    parser.add_argument("--process-res", type=int, default=168, help="network input size (the embedded default "
+                        "was trained at <= 168 px)")
+    parser.add_argument("--rate", default="auto", help="playback rate, or 'auto' (time one window first)")
+    parser.add_argument("--oracle", action="store_true", help="exact synthetic geometry instead of the network "
+                        "(checks the pipeline and the scoring: the figures must be near perfect)")
     parser.add_argument("--domain-id", type=int, default=int(os.environ.get("DA3_DEMO_DOMAIN_ID", 57)))
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
@@ -216,23 +219,27 @@ def main(argv: list[str] | None = None) -> int:
     compressed = info.topics[image_topic].msgtype == bags.COMPRESSED
 
     t0 = time.perf_counter()
-    if args.rate == "auto":
+    if args.rate == "auto" and args.oracle:
+        rate = 1.0
+    elif args.rate == "auto":
         t_window = _time_one_window(args.weights, args.process_res, args.spec)
         stride_s = (WINDOW - OVERLAP) / 10.0  # synthetic fps 10
-        rate = min(1.0, stride_s / (2.0 * t_window))
+        rate = min(1.0, stride_s / (4.0 * t_window))  # the node also converts, chains and publishes: keep slack
         print(f"      one {WINDOW}-frame window takes {t_window:.2f} s here: playing at {rate:.2f}x")
     else:
         rate = float(args.rate)
     node_cmd = [sys.executable, "-m", "da3_ros.reconstruct_node", "--ros-args",
                 "-p", "use_sim_time:=true", "-p", "input_qos:=reliable", "-p", "input_queue_depth:=50",
                 "-p", f"window_size:={WINDOW}", "-p", f"overlap:={OVERLAP}", "-p", f"process_res:={args.process_res}",
-                "-p", "voxel_size:=0.0",
+                "-p", "voxel_size:=0.0", "-p", "max_pending_windows:=16",
                 "-p", f"use_compressed:={'true' if compressed else 'false'}",
                 "-r", f"image:={image_topic}", "-r", f"image/compressed:={image_topic}"]
     if info_topic:
         node_cmd += ["-r", f"camera_info:={info_topic}"]
     if args.weights:
         node_cmd += ["-p", f"weights:={Path(args.weights).resolve()}"]
+    if args.oracle:
+        node_cmd += ["-p", "predictor:=oracle", "-p", f"oracle_sequence:={args.spec}"]
     (out / "logs").mkdir(exist_ok=True)
     node_log = open(out / "logs" / "node.log", "w")  # noqa: SIM115 - closed in finally
     node = subprocess.Popen(node_cmd, env=env, stdout=node_log, stderr=subprocess.STDOUT, start_new_session=True)

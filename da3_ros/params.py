@@ -55,6 +55,8 @@ PARAMS: tuple[Param, ...] = (
     Param("overlap", 2, "frames shared with the previous window (chaining needs >= 1)", range=(0, 63)),
     Param("min_interval_s", 0.0, "keyframe gate: least time between keyframes (s, 0 = off)", range=(0.0, 60.0)),
     Param("min_motion", 0.0, "keyframe gate: least mean grey-level change (0-255, 0 = off)", range=(0.0, 255.0)),
+    Param("max_pending_windows", 1, "windows waiting for the inference worker: 1 = latest wins (live cameras), more = "
+          "queue them (bag replay faster than the model; none dropped unless the queue is full)", range=(1, 256)),
     # map / outputs
     Param("map_frame", "map", "fixed frame of poses, TF and clouds"),
     Param("camera_frame", "", "camera optical frame id ('' = the image header's frame_id)"),
@@ -123,4 +125,4 @@ def pipeline_config(values: dict[str, Any]):
     return PipelineConfig(window_size=v["window_size"], overlap=v["overlap"], min_interval_s=v["min_interval_s"],
                           min_motion=v["min_motion"], voxel_size=v["voxel_size"] or None,
                           map_max_points=v["map_max_points"], cloud_conf_percentile=v["cloud_conf_percentile"],
-                          cloud_stride=v["cloud_stride"])
+                          cloud_stride=v["cloud_stride"], max_pending_windows=v["max_pending_windows"])

@@ -51,7 +51,7 @@ from tf2_msgs.msg import TFMessage
 
 from da3_core.stream.frame import Frame, FrameError
 from da3_core.stream.pairing import IntrinsicsPairer
-from da3_core.stream.pipeline import PipelineConfig, StreamPipeline, WindowResult
+from da3_core.stream.pipeline import StreamPipeline, WindowResult
 from da3_core.stream.tf_buffer import TransformBuffer, TransformLookupError, quat_xyzw_to_rotation
 from da3_ros.conversions import (
     c2w_to_pose,
@@ -67,7 +67,7 @@ from da3_ros.conversions import (
     ns_to_stamp,
     stamp_to_ns,
 )
-from da3_ros.params import PARAMS, check_value, descriptor, validate
+from da3_ros.params import PARAMS, check_value, descriptor, pipeline_config, validate
 from da3_ros.pointcloud import points_to_pointcloud2
 
 DEFAULT_CAMERA_FRAME = "camera_optical_frame"
@@ -125,10 +125,7 @@ class ReconstructNode(Node):
 
         predictor, self.model_text, self.variant = make_predictor(self.values)
         v = self.values
-        self.pipeline = StreamPipeline(predictor, PipelineConfig(
-            window_size=v["window_size"], overlap=v["overlap"], min_interval_s=v["min_interval_s"],
-            min_motion=v["min_motion"], voxel_size=v["voxel_size"] or None, map_max_points=v["map_max_points"],
-            cloud_conf_percentile=v["cloud_conf_percentile"], cloud_stride=v["cloud_stride"]))
+        self.pipeline = StreamPipeline(predictor, pipeline_config(v))
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._latency: deque[float] = deque(maxlen=100)
@@ -415,6 +412,15 @@ class ReconstructNode(Node):
     def close(self) -> None:
         self._closing = True
         self.pipeline.stop(timeout=10.0)
+        with self._lock:
+            counts = dict(self.counts)
+        stats = {k: v for k, v in self.pipeline.stats().items() if not k.startswith("worker_last")}
+        summary = ", ".join(f"{k}={int(v) if float(v).is_integer() else round(float(v), 3)}"
+                            for k, v in sorted({**counts, **stats}.items()))
+        if self.context.ok():
+            self.get_logger().info(f"shutting down: {summary}")
+        else:  # after SIGINT/SIGTERM the context is gone (no /rosout): plain stderr
+            print(f"[reconstruct] shutting down: {summary}", file=sys.stderr, flush=True)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -62,6 +62,7 @@ class PipelineConfig:
     chain_correspondences: int = 20_000
     chain_conf_percentile: float | None = 20.0
     insert_unchained: bool = False  # put clouds of windows that could not be chained into the map anyway
+    max_pending_windows: int = 1  # live mode: 1 = latest wins; more = queue windows (bag replay without drops)
     keep_depth_frames: int = 64  # per-frame depth kept for save_outputs (0 disables)
     seed: int = 0
 
@@ -146,7 +147,8 @@ class StreamPipeline:
         if self._worker is not None:
             raise RuntimeError("pipeline worker already started")
         self._on_result = on_result
-        self._worker = InferenceWorker(self.run_window, self._deliver, on_error)
+        self._worker = InferenceWorker(self.run_window, self._deliver, on_error,
+                                       max_pending=self.cfg.max_pending_windows)
 
     def _deliver(self, result: WindowResult | None) -> None:
         if result is not None and self._on_result is not None:

@@ -34,7 +34,7 @@ def test_official_checkpoint_names_map_to_variants(name, expected):
 
 def test_unknown_variant_names_the_known_ones():
     with pytest.raises(KeyError, match="da3-small"):
-        canonical_variant("da3-tiny")
+        canonical_variant("da3-huge")
 
 
 def _meta_network(variant: str) -> nn.Module:

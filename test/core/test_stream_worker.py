@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from da3_core.stream.worker import InferenceWorker
 
@@ -60,3 +61,29 @@ def test_stop_is_clean_and_idempotent():
     assert not w._thread.is_alive()
     assert not w.submit(1)  # ignored after stop
     assert w.stop(1)
+
+
+def test_a_bounded_queue_keeps_every_window_until_it_is_full():
+    import threading
+
+    gate = threading.Event()
+    done = []
+
+    def process(item):
+        gate.wait(5.0)
+        return item
+
+    w = InferenceWorker(process, on_result=done.append, max_pending=3)
+    try:
+        assert w.submit(0)  # taken by the worker, which blocks on the gate
+        deadline = time.monotonic() + 5.0
+        while w.stats()["pending"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [w.submit(i) for i in (1, 2, 3)] == [True, True, True]  # queued, none dropped
+        assert w.submit(4) is False  # full: the oldest pending (1) goes
+        gate.set()
+        assert w.wait_idle(5.0)
+        assert done == [0, 2, 3, 4] and w.stats()["dropped"] == 1
+    finally:
+        gate.set()
+        w.stop()
