@@ -355,7 +355,8 @@ def test_tiny_network_runs_whole_path(ros_env, tmp_path):
         assert (info.width, info.height) == (168, 126)
         assert np.all(np.isfinite(info.k)) and info.k[0] > 0
     w = col.get("window")[0]
-    assert w.model_variant in ("da3-tiny", "da3-small-reduced") and (w.width, w.height) == (168, 126) and len(w.stamps) == 4
+    assert w.model_variant in ("da3-tiny", "da3-small-reduced")  # embedded default, or untrained without it
+    assert (w.width, w.height) == (168, 126) and len(w.stamps) == 4
     assert w.inference_time_s > 0
     assert col.get("/tf") and col.get("path")
     assert diag is None or "inference_errors" not in diag
