@@ -10,6 +10,7 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(include=["da3_core", "da3_core.*", "da3_ros", "da3_ros.*"]),
+    package_data={"da3_core": ["assets/default/*"]},  # the embedded default weights (safetensors, config, log)
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),

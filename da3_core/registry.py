@@ -7,6 +7,7 @@ official model pages (``DA3-LARGE-1.1``, ``depth-anything/DA3NESTED-GIANT-LARGE`
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from torch import nn
 
@@ -107,3 +108,14 @@ def _da3_nested() -> NestedConfig:
 def _da3_small_reduced() -> NetworkConfig:
     """6-block da3-small with a 1-block camera encoder: the golden test model (golden/README.md §2)."""
     return reduced(_da3_small(), depth=6, out_layers=(2, 3, 4, 5), alt_start=2, cam_trunk_depth=1)
+
+
+@register_variant("da3-tiny", hidden=True)
+def _da3_tiny() -> NetworkConfig:
+    """6-block, 192-wide any-view model (3 heads of 64, DualDPT features 32, 1-block camera encoder): the embedded
+    default, trained on CPU on synthetic scenes (``da3_core/assets/default/TRAINING.md``)."""
+    cfg = anyview_config("vits", (2, 3, 4, 5), alt_start=2, features=32, out_channels=(24, 48, 96, 192))
+    bb = replace(cfg.backbone, embed_dim=192, num_heads=3, depth=6)
+    return replace(cfg, backbone=bb, head=replace(cfg.head, dim_in=2 * 192),
+                   cam_enc=replace(cfg.cam_enc, dim_out=192, trunk_depth=1, num_heads=4),
+                   cam_dec=replace(cfg.cam_dec, dim_in=2 * 192))

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from da3_core.stream.frame import Frame
 from da3_core.stream.predictor import DA3Predictor, OraclePredictor
-
-EMBEDDED_DEFAULT = Path(__file__).resolve().parents[1] / "da3_core" / "assets" / "default"
+from da3_core.weights.embedded import EMBEDDED_DEFAULT
 
 
 def load_model(weights: str, variant: str, device: str) -> tuple[Any, str]:

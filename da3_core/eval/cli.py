@@ -16,7 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-EMBEDDED_DEFAULT = Path(__file__).resolve().parents[1] / "assets" / "default"
+from da3_core.weights.embedded import EMBEDDED_DEFAULT
+
 UNTRAINED_VARIANT = "da3-small-reduced"
 
 

@@ -1,0 +1,161 @@
+"""Held-out synthetic benchmark: depth AbsRel / delta1 and pose AUC@30 of a network against trivial baselines.
+
+Scenes come from :class:`da3_core.train.data.SyntheticSceneDataset` with a seed no training run uses by default
+(``eval_seed`` 10000 vs ``data_seed`` 0: every scene is generated from ``(seed, index)``, so the held-out scenes are
+different procedural scenes of the same three kinds). :func:`heldout_keys` fixes resolution and view count per item.
+
+Scores of one prediction set (all items pooled):
+
+- depth: :func:`da3_core.eval.depth_metrics.depth_scores` per item (median alignment shared by the views of the
+  item, sky / unknown pixels excluded), averaged over items -> ``abs_rel`` (lower is better), ``delta1`` (higher);
+- pose: for every view pair (i, j) of an item, the relative rotation error (angle of ``R_ij^pred R_ij^gt^T``) and
+  the relative translation-direction error (angle between the predicted and true ``t_ij``, the position of camera j
+  in camera i's frame, direction only, so the unknown scale does not matter); a pair's error is the max of the two;
+  ``pose_auc30`` = :func:`pose_auc` = the area under the accuracy-vs-threshold curve from 0 to 30 degrees,
+  normalised to [0, 1] (the VGGT / DA3 "AUC@30" protocol). A translation of (near) zero length has no direction:
+  its error is 180 degrees (the identity-pose baseline therefore scores 0 translation accuracy).
+
+Baselines: ``constant_depth`` (every pixel the same depth), ``identity_poses`` (all cameras at the origin, no
+rotation), and ``untrained`` (the same architecture with the trainer's from-scratch initialisation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from da3_core.eval.depth_metrics import depth_scores
+
+__all__ = ["heldout_keys", "relative_pose_errors", "pose_auc", "score_predictions", "evaluate_network",
+           "baseline_scores", "benchmark_table"]
+
+EVAL_HW: tuple[tuple[int, int], ...] = ((126, 168), (126, 126), (112, 168))
+EVAL_VIEWS = (2, 6)
+
+
+def heldout_keys(n: int, seed: int = 10_000, resolutions: Sequence[tuple[int, int]] = EVAL_HW,
+                 views: tuple[int, int] = EVAL_VIEWS) -> list[tuple[int, int, int, int]]:
+    """``n`` fixed (index, H, W, S) keys of the held-out set (deterministic in ``seed``)."""
+    rng = np.random.default_rng([seed, 99])
+    out = []
+    for i in range(n):
+        H, W = resolutions[int(rng.integers(len(resolutions)))]
+        out.append((i, H, W, int(rng.integers(views[0], views[1] + 1))))
+    return out
+
+
+def _angle_deg(cos: np.ndarray) -> np.ndarray:
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def relative_pose_errors(pred_w2c: np.ndarray, gt_w2c: np.ndarray, eps: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation and translation-direction errors (degrees) over all pairs i < j.
+
+    Args:
+        pred_w2c, gt_w2c: (S, 3|4, 4) world-to-camera.
+
+    Returns:
+        (rot_err, trans_err), each (S (S - 1) / 2,).
+    """
+    def rel(T: np.ndarray, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        Ri, ti, Rj, tj = T[i, :3, :3], T[i, :3, 3], T[j, :3, :3], T[j, :3, 3]
+        R = Ri @ Rj.T  # camera j -> camera i
+        return R, ti - R @ tj  # position of camera j in camera i's frame
+
+    rot, trans = [], []
+    S = pred_w2c.shape[0]
+    for i in range(S):
+        for j in range(i + 1, S):
+            Rp, tp = rel(pred_w2c.astype(np.float64), i, j)
+            Rg, tg = rel(gt_w2c.astype(np.float64), i, j)
+            rot.append(_angle_deg((np.trace(Rp @ Rg.T) - 1.0) / 2.0))
+            n_p, n_g = np.linalg.norm(tp), np.linalg.norm(tg)
+            trans.append(180.0 if n_p < eps or n_g < eps else _angle_deg(tp @ tg / (n_p * n_g)))
+    return np.asarray(rot, np.float64), np.asarray(trans, np.float64)
+
+
+def pose_auc(errors_deg: np.ndarray, max_deg: float = 30.0, steps: int = 301) -> float:
+    """Area under accuracy(threshold) for thresholds 0..``max_deg``, normalised to [0, 1] (1 = every error is 0)."""
+    errors = np.asarray(errors_deg, np.float64).ravel()
+    if errors.size == 0:
+        return float("nan")
+    thr = np.linspace(0.0, max_deg, steps)
+    acc = (errors[None, :] < thr[:, None]).mean(1)
+    return float(np.trapezoid(acc, thr) / max_deg)
+
+
+def score_predictions(items: Sequence[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Pooled scores of ``items``: dicts with ``depth``/``gt_depth`` (S, H, W) and ``w2c``/``gt_w2c`` (S, 4, 4)."""
+    absrel, d1, errs, rots, trans = [], [], [], [], []
+    for it in items:
+        ds = depth_scores(it["depth"], it["gt_depth"], "median")
+        absrel.append(ds.abs_rel)
+        d1.append(ds.delta1)
+        r, t = relative_pose_errors(it["w2c"], it["gt_w2c"])
+        errs.append(np.maximum(r, t))
+        rots.append(r)
+        trans.append(t)
+    e, r, t = np.concatenate(errs), np.concatenate(rots), np.concatenate(trans)
+    return {"abs_rel": float(np.nanmean(absrel)), "delta1": float(np.nanmean(d1)), "pose_auc30": pose_auc(e),
+            "rot_err_median": float(np.median(r)), "trans_err_median": float(np.median(t))}
+
+
+def _load(keys: Sequence[tuple[int, int, int, int]], seed: int) -> list[dict[str, torch.Tensor]]:
+    from da3_core.train.data import SyntheticSceneDataset
+
+    ds = SyntheticSceneDataset(max(k[0] for k in keys) + 1, seed=seed)
+    return [ds[k] for k in keys]
+
+
+_CACHE: dict[tuple, list[dict[str, torch.Tensor]]] = {}
+
+
+def heldout_items(keys: Sequence[tuple[int, int, int, int]], seed: int) -> list[dict[str, torch.Tensor]]:
+    """Rendered held-out items (cached per process)."""
+    ck = (tuple(keys), seed)
+    if ck not in _CACHE:
+        _CACHE.clear()
+        _CACHE[ck] = _load(keys, seed)
+    return _CACHE[ck]
+
+
+@torch.no_grad()
+def evaluate_network(net: nn.Module, keys: Sequence[tuple[int, int, int, int]], seed: int = 10_000,
+                     device: torch.device | str = "cpu",
+                     ref_view_strategy: str = "saddle_balanced") -> dict[str, float]:
+    """Scores of an any-view network on the held-out items (un-posed input, camera-decoder poses)."""
+    net.eval()
+    preds = []
+    for item in heldout_items(keys, seed):
+        out = net(item["images"][None].to(device), ref_view_strategy=ref_view_strategy)
+        w2c = out["extrinsics"][0].float().cpu().numpy()
+        preds.append({"depth": out["depth"][0].float().cpu().numpy(), "gt_depth": item["depth"].numpy(),
+                      "w2c": w2c, "gt_w2c": item["w2c"].numpy()})
+    return score_predictions(preds)
+
+
+def baseline_scores(keys: Sequence[tuple[int, int, int, int]], seed: int = 10_000) -> dict[str, dict[str, float]]:
+    """Constant depth + identity poses (the depth baseline's poses and the pose baseline's depth are the same
+    trivial guess, so one prediction set gives both rows)."""
+    preds = []
+    for item in heldout_items(keys, seed):
+        S, H, W = item["depth"].shape
+        preds.append({"depth": np.ones((S, H, W), np.float32), "gt_depth": item["depth"].numpy(),
+                      "w2c": np.tile(np.eye(4, dtype=np.float32), (S, 1, 1)), "gt_w2c": item["w2c"].numpy()})
+    s = score_predictions(preds)
+    return {"constant_depth": {"abs_rel": s["abs_rel"], "delta1": s["delta1"]},
+            "identity_poses": {"pose_auc30": s["pose_auc30"], "rot_err_median": s["rot_err_median"],
+                               "trans_err_median": s["trans_err_median"]}}
+
+
+def benchmark_table(rows: dict[str, dict[str, float]]) -> str:
+    """Plain-text table of score rows (missing entries shown as '-')."""
+    cols = ["abs_rel", "delta1", "pose_auc30", "rot_err_median", "trans_err_median"]
+    head = f"{'model':<22}" + "".join(f"{c:>18}" for c in cols)
+    lines = [head, "-" * len(head)]
+    for name, sc in rows.items():
+        lines.append(f"{name:<22}" + "".join(f"{sc[c]:>18.4f}" if c in sc else f"{'-':>18}" for c in cols))
+    return "\n".join(lines)

@@ -1,0 +1,483 @@
+"""The DA3 student training loop (paper §3.3-3.4), read once top to bottom (nanoGPT style).
+
+- :class:`TrainConfig` holds every knob; ``training/configs/*.yaml`` and ``--key=value`` override it
+  (:func:`load_config`). The resolved dict is logged and stored in every checkpoint.
+- :class:`Trainer` builds the network (``registry.build_network(variant)``; optional DINOv2 init through timm), AdamW
+  (no weight decay on norms / biases / tokens / LayerScale), the LR schedule (:func:`lr_at`: linear warm-up to the
+  peak, then cosine or linear decay to ``min_lr``), the synthetic dataset with the token-budget batch sampler, and
+  the optional monocular teacher.
+- One step (:meth:`Trainer.train_step`): with probability ``pose_cond_prob`` (paper: 0.2) the ground-truth cameras
+  are given to the network (normalised like the API does); the forward runs under bf16 autocast on CUDA (fp32 on
+  CPU); targets are built *after* the forward in the frame of the view the network chose as reference
+  (``ref_index``) -- the frame its camera outputs live in -- and normalised by the mean point norm; from
+  ``teacher_switch_step`` on, the depth targets are the teacher's relative depth aligned to the ground truth with
+  RANSAC scale/shift (paper §4.2, Eq. 8). Gradients are clipped; a step with a non-finite loss or gradient norm is
+  skipped (``nonfinite_skips``), and ``max_nonfinite`` consecutive ones abort the run.
+- Every random choice of a step is a pure function of ``(seed, step)`` and every data item a pure function of its
+  key, so a resumed run continues exactly the same curve (``test/core/test_train_resume.py``).
+- Only the master (rank 0) shows tqdm, logs (JSONL, and TensorBoard when installed), evaluates on held-out synthetic
+  scenes (:mod:`da3_core.eval.synthetic_benchmark`) and writes checkpoints (:mod:`da3_core.train.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from da3_core.api import normalize_input_extrinsics
+from da3_core.geometry.transforms import invert_extrinsics, to_homogeneous
+from da3_core.registry import build_network
+from da3_core.train.batching import TokenBudgetBatcher, TokenBudgetBatchSampler
+from da3_core.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from da3_core.train.data import SyntheticSceneDataset
+from da3_core.train.distributed import DistInfo, all_reduce_mean, setup_distributed, wrap_model
+from da3_core.train.losses import StudentLossConfig, student_loss
+from da3_core.train.targets import build_targets
+
+__all__ = ["TrainConfig", "load_config", "lr_at", "forward_loss", "Trainer", "NonFiniteError"]
+
+
+# --- config ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """All training settings. The defaults are ``training/configs/tiny_default.yaml`` (the embedded default)."""
+
+    # run
+    out_dir: str = "outputs/train/tiny_default"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 2  # torch intra-op threads on CPU (0 = torch's default)
+    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | bf16 | off
+    fsdp: bool = False  # shard with FSDP2 instead of DDP (big models, CUDA); see da3_core.train.distributed
+    # model
+    variant: str = "da3-tiny"
+    timm_init: str = ""  # e.g. "vit_small_patch14_dinov2.lvd142m": initialise the ViT from timm's DINOv2 weights
+    ref_view_strategy: str = "saddle_balanced"  # reference view of un-posed steps (the API default)
+    # data: synthetic scenes, token-budget batches (paper §3.4, scaled down)
+    scene_kinds: tuple[str, ...] = ("room", "objects", "courtyard")
+    num_scenes: int = 1_000_000  # dataset length; scenes are generated from (data_seed, index)
+    data_seed: int = 0
+    resolutions: tuple[tuple[int, int], ...] = ((126, 126), (98, 126), (84, 126), (126, 98), (126, 168), (112, 168))
+    views: tuple[int, int] = (2, 6)
+    token_budget: int = 1000
+    budget_tol: float = 0.4
+    max_batch: int = 8
+    steps_per_epoch: int = 1000
+    num_workers: int = 1
+    antialias: int = 1
+    # optimisation
+    max_steps: int = 1800
+    lr: float = 4e-4  # peak (paper: 2e-4 at its batch size)
+    min_lr: float = 4e-5  # floor
+    warmup_steps: int = 200
+    decay: str = "cosine"  # cosine | linear
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    pose_cond_prob: float = 0.2  # paper §3.2: known cameras are given on 20% of the steps
+    max_nonfinite: int = 20  # abort after this many consecutive non-finite steps
+    # loss (paper §3.3)
+    alpha_grad: float = 1.0
+    beta_camera: float = 1.0
+    # teacher pseudo-labels (paper §4.2)
+    teacher_ckpt: str = ""  # state dict of a da3_core.train.teacher.TeacherNetwork ('' = ground truth throughout)
+    teacher_config: str = "tiny"  # tiny (tiny_teacher_config) | full (teacher_config)
+    teacher_switch_step: int = 0
+    # logging / eval / checkpoints
+    log_interval: int = 10
+    eval_interval: int = 500
+    eval_samples: int = 12
+    eval_seed: int = 10_000
+    ckpt_interval: int = 200
+    keep_last: int = 3
+    progress: bool = True
+
+    def resolved(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _coerce(value: Any, like: Any) -> Any:
+    """Convert a YAML / command-line value to the type of the field default ``like`` (tuples stay tuples)."""
+    if isinstance(value, str) and not isinstance(like, str):
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass
+    if isinstance(like, bool):
+        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+    if isinstance(like, tuple):
+        return tuple(_coerce(v, like[0]) if like and isinstance(like[0], tuple) else v for v in value)
+    if isinstance(like, float):
+        return float(value)
+    if isinstance(like, int):
+        return int(value)
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] | dict[str, Any] = ()) -> TrainConfig:
+    """Defaults <- YAML file <- overrides (``["--lr=1e-4", "max_steps=10"]`` or a dict). Unknown keys raise."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    if path:
+        values.update(yaml.safe_load(Path(path).read_text()) or {})
+    if isinstance(overrides, dict):
+        values.update(overrides)
+    else:
+        for arg in overrides:
+            key, sep, val = arg.lstrip("-").partition("=")
+            if not sep:
+                raise ValueError(f"override {arg!r} must look like --key=value")
+            values[key.replace("-", "_")] = val
+    defaults = TrainConfig()
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown}; known: {sorted(known)}")
+    return TrainConfig(**{k: _coerce(v, getattr(defaults, k)) for k, v in values.items()})
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of ``step`` (0-based): linear warm-up to ``lr``, then cosine / linear decay to ``min_lr``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    t = min(1.0, (step - cfg.warmup_steps) / span)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * t)) if cfg.decay == "cosine" else 1.0 - t
+    return cfg.min_lr + coeff * (cfg.lr - cfg.min_lr)
+
+
+def step_rng(seed: int, step: int, stream: int) -> np.random.Generator:
+    """The random generator of one step (same on every rank and after a resume)."""
+    return np.random.default_rng([seed, step, stream])
+
+
+# --- one forward + loss ---------------------------------------------------------------------------------------------
+
+
+def _targets_frame(w2c: torch.Tensor, ref_index: torch.Tensor | None) -> torch.Tensor:
+    """(B, S, 4, 4) world-to-camera re-expressed in the reference view's camera (view 0 without ``ref_index``)."""
+    T = to_homogeneous(w2c)
+    ref = torch.zeros(T.shape[0], dtype=torch.long, device=T.device) if ref_index is None else ref_index.long()
+    T_ref = T[torch.arange(T.shape[0], device=T.device), ref]  # (B, 4, 4)
+    return T @ invert_extrinsics(T_ref)[:, None]
+
+
+def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], *, pose_cond: bool = False,
+                 loss_cfg: StudentLossConfig | None = None, ref_view_strategy: str = "saddle_balanced",
+                 depth_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Forward ``batch`` through ``model`` and return the student loss (paper §3.3) and its detached parts.
+
+    Args:
+        batch: ``images`` (B, S, 3, H, W), ``depth`` (B, S, H, W) metres (NaN = unknown), ``w2c`` (B, S, 4, 4),
+            ``K`` (B, S, 3, 3), on the model's device.
+        pose_cond: give the ground-truth cameras to the network (normalised per sample like the API does).
+        depth_target: replaces ``batch["depth"]`` as the depth supervision (teacher pseudo-labels).
+    """
+    x, w2c, K = batch["images"], batch["w2c"], batch["K"]
+    if pose_cond:
+        ex = torch.cat([normalize_input_extrinsics(to_homogeneous(w2c[b:b + 1])) for b in range(w2c.shape[0])])
+        out = model(x, extrinsics=ex, intrinsics=K, ref_view_strategy=ref_view_strategy)
+    else:
+        out = model(x, ref_view_strategy=ref_view_strategy)
+    depth = batch["depth"] if depth_target is None else depth_target
+    dt = torch.float64 if x.dtype == torch.float64 else torch.float32  # float64 only in exactness tests
+    targets = build_targets(depth.to(dt), _targets_frame(w2c.to(dt), out.get("ref_index")), K.to(dt),
+                            ray_hw=tuple(out["ray"].shape[2:4]), relative_to_first=False)
+    return student_loss(out, targets, loss_cfg)
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+# --- the trainer ----------------------------------------------------------------------------------------------------
+
+
+class _SkipBatches:
+    """A batch sampler without its first ``skip`` batches (resume inside an epoch; keys only, nothing is loaded)."""
+
+    def __init__(self, sampler: TokenBudgetBatchSampler, skip: int) -> None:
+        self.sampler, self.skip = sampler, skip
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skip)
+
+    def __iter__(self) -> Iterator[list]:
+        for i, keys in enumerate(self.sampler):
+            if i >= self.skip:
+                yield keys
+
+
+def init_weights(model: nn.Module) -> None:
+    """From-scratch init of the ViT tokens (zeros in the module): truncated normal, std 0.02 (DINOv2's choice)."""
+    vit = model.backbone.pretrained
+    for name in ("pos_embed", "cls_token", "camera_token"):
+        p = getattr(vit, name, None)
+        if p is not None:
+            nn.init.trunc_normal_(p, std=0.02)
+
+
+class Trainer:
+    """Builds everything from a :class:`TrainConfig` and runs :meth:`fit`. ``resume=True`` continues from the newest
+    checkpoint in ``out_dir`` (saved architecture args win)."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, dist_info: DistInfo | None = None) -> None:
+        self.info = dist_info or setup_distributed(cfg.device)
+        self.master = self.info.is_master
+        self.device = self.info.device
+        if self.device.type == "cpu" and cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        self.out_dir = Path(cfg.out_dir)
+        ckpt_path = latest_checkpoint(self.out_dir) if resume else None
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path else None
+        if ckpt is not None:  # nanoGPT: the checkpoint's architecture wins over the command line
+            cfg.variant = ckpt["model_args"]["variant"]
+        self.cfg = cfg
+        use_amp = cfg.amp == "bf16" or (cfg.amp == "auto" and self.device.type == "cuda")
+        self.amp_dtype = torch.bfloat16 if use_amp else None
+
+        # model: same init on every rank (seeded), optional DINOv2 weights through timm
+        torch.manual_seed(cfg.seed)
+        net = build_network(cfg.variant)
+        init_weights(net)
+        if cfg.timm_init and ckpt is None:
+            from da3_core.train.timm_init import init_backbone_from_timm
+
+            init_backbone_from_timm(net, cfg.timm_init, pretrained=True)
+        self.net = net.to(self.device)
+        self.model = wrap_model(self.net, self.info, fsdp=cfg.fsdp)
+
+        # optimiser: decay only matrices / conv kernels
+        decay = [p for n, p in self.net.named_parameters() if p.ndim >= 2 and not n.endswith(("_token", "pos_embed"))]
+        keep = [p for n, p in self.net.named_parameters() if not (p.ndim >= 2 and not n.endswith(("_token",
+                                                                                                  "pos_embed")))]
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": keep, "weight_decay": 0.0}]
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_at(s, cfg) / cfg.lr)
+        self.scaler = None  # bf16 needs no loss scaling; kept in checkpoints for an fp16 variant
+        self.loss_cfg = StudentLossConfig(alpha=cfg.alpha_grad, beta=cfg.beta_camera)
+
+        # data
+        self.dataset = SyntheticSceneDataset(cfg.num_scenes, resolutions=cfg.resolutions, views=cfg.views,
+                                             kinds=cfg.scene_kinds, seed=cfg.data_seed, antialias=cfg.antialias)
+        self.batcher = TokenBudgetBatcher(cfg.token_budget, cfg.resolutions, cfg.views, cfg.budget_tol,
+                                          max_batch=cfg.max_batch)
+        self.sampler = TokenBudgetBatchSampler(self.batcher, cfg.num_scenes, cfg.steps_per_epoch, seed=cfg.data_seed,
+                                               rank=self.info.rank, world_size=self.info.world_size)
+
+        # teacher (paper §4.2)
+        self.teacher = None
+        if cfg.teacher_ckpt:
+            from da3_core.train.teacher import TeacherNetwork, teacher_config, tiny_teacher_config
+            from da3_core.weights.loading import load_state_dict_file
+
+            tcfg = tiny_teacher_config() if cfg.teacher_config == "tiny" else teacher_config()
+            self.teacher = TeacherNetwork(tcfg)
+            state = load_state_dict_file(cfg.teacher_ckpt) if not cfg.teacher_ckpt.endswith(".pt") else \
+                torch.load(cfg.teacher_ckpt, map_location="cpu", weights_only=False)
+            self.teacher.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+            self.teacher.to(self.device).eval().requires_grad_(False)
+
+        # position
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.counters = {"nonfinite_skips": 0, "consecutive_nonfinite": 0}
+        if ckpt is not None:
+            load_checkpoint(ckpt_path, self.net, self.optimizer, self.scheduler, self.scaler, restore_rng=True)
+            self.step = ckpt["data"]["step"]
+            self.epoch, self.batch_in_epoch = ckpt["data"]["epoch"], ckpt["data"]["batch_in_epoch"]
+            self.counters.update(ckpt.get("counters", {}))
+        self.resumed_from = ckpt_path
+        self.log_path = self.out_dir / "train_log.jsonl"
+        self._tb = None
+        if self.master:
+            self._open_logs()
+
+    # --- logging --------------------------------------------------------------------------------------------------
+    def _open_logs(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.log_path.exists():  # keep only what the resumed state has seen
+            kept = [ln for ln in self.log_path.read_text().splitlines()
+                    if ln.strip() and _safe_step(ln) is not None and _safe_step(ln) < self.step]
+            self.log_path.write_text("".join(ln + "\n" for ln in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step)
+        except Exception:  # tensorboard not installed: JSONL only
+            self._tb = None
+        self.log({"event": "start", "step": self.step, "config": self.cfg.resolved(),
+                  "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+                  "world_size": self.info.world_size, "device": str(self.device)})
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.master:
+            return
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self._tb.add_scalar(k, v, record["step"])
+
+    # --- data -----------------------------------------------------------------------------------------------------
+    def batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Endless stream of batches from the current (epoch, batch_in_epoch) on; advances the position."""
+        while True:
+            self.sampler.set_epoch(self.epoch)
+            loader = DataLoader(self.dataset, batch_sampler=_SkipBatches(self.sampler, self.batch_in_epoch),
+                                num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
+                                persistent_workers=False)
+            for batch in loader:
+                self.batch_in_epoch += 1
+                yield batch
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+    # --- one step -------------------------------------------------------------------------------------------------
+    def pose_condition(self, step: int) -> bool:
+        return bool(step_rng(self.cfg.seed, step, 1).random() < self.cfg.pose_cond_prob)
+
+    @torch.no_grad()
+    def pseudo_labels(self, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        """Teacher depth aligned to the ground truth with RANSAC scale/shift (paper Eq. 8); NaN where GT is unknown."""
+        from da3_core.train.alignment import align_depth
+
+        rel = self.teacher(batch["images"])["depth"].float()
+        valid = torch.isfinite(batch["depth"]) & (batch["depth"] > 0)
+        gen = torch.Generator(device="cpu").manual_seed(int(step_rng(self.cfg.seed, step, 2).integers(2**62)))
+        aligned, _ = align_depth(rel.cpu(), batch["depth"].cpu(), valid.cpu(), generator=gen)
+        aligned = aligned.to(rel.device)
+        return torch.where(valid & (aligned > 0), aligned, torch.full_like(aligned, float("nan")))
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        cfg, step = self.cfg, self.step
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        cond = self.pose_condition(step)
+        target = self.pseudo_labels(batch, step) if self.teacher is not None and step >= cfg.teacher_switch_step \
+            else None
+        self.model.train()
+        amp = self.amp_dtype
+        with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss, parts = forward_loss(self.model, batch, pose_cond=cond, loss_cfg=self.loss_cfg,
+                                       ref_view_strategy=cfg.ref_view_strategy, depth_target=target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else
+                                                   float("inf"))
+        loss_avg = all_reduce_mean(loss.detach().float())
+        finite = bool(torch.isfinite(loss_avg)) and bool(torch.isfinite(grad_norm))
+        if finite:
+            self.optimizer.step()
+            self.counters["consecutive_nonfinite"] = 0
+        else:  # skip: no parameter or optimiser-state update
+            self.optimizer.zero_grad(set_to_none=True)
+            self.counters["nonfinite_skips"] += 1
+            self.counters["consecutive_nonfinite"] += 1
+            if self.counters["consecutive_nonfinite"] >= cfg.max_nonfinite:
+                raise NonFiniteError(f"{cfg.max_nonfinite} consecutive non-finite steps (last at step {step}); "
+                                     "lower the LR or check the data")
+        lr = self.optimizer.param_groups[0]["lr"]
+        with warnings.catch_warnings():  # a skipped first step makes torch warn about the call order
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
+        x = batch["images"]
+        rec = {"step": step, "loss": float(loss_avg), "lr": lr, "grad_norm": float(grad_norm), "pose_cond": cond,
+               "skipped": not finite, "teacher": target is not None,
+               "B": int(x.shape[0]) * self.info.world_size, "S": int(x.shape[1]), "H": int(x.shape[3]),
+               "W": int(x.shape[4])}
+        rec.update({f"loss/{k}": float(v) for k, v in parts.items() if "/" not in k and k != "total"})
+        return rec
+
+    # --- checkpoints / eval ---------------------------------------------------------------------------------------
+    def save(self) -> Path | None:
+        if not self.master:
+            return None
+        return save_checkpoint(self.out_dir, self.step, self.net, self.optimizer, self.scheduler, self.scaler,
+                               data={"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch},
+                               config=self.cfg.resolved(), model_args={"variant": self.cfg.variant},
+                               counters=self.counters, keep_last=self.cfg.keep_last)
+
+    def evaluate(self) -> dict[str, float]:
+        from da3_core.eval.synthetic_benchmark import evaluate_network, heldout_keys
+
+        keys = heldout_keys(self.cfg.eval_samples, seed=self.cfg.eval_seed)
+        scores = evaluate_network(self.net, keys, seed=self.cfg.eval_seed, device=self.device)
+        self.net.train()
+        return scores
+
+    def export(self, folder: str | Path) -> Path:
+        """Write ``folder/model.safetensors`` (official layout) + ``config.json`` for ``DA3.from_pretrained``."""
+        from da3_core.weights.loading import save_weights
+
+        folder = Path(folder)
+        path = save_weights(self.net, folder / "model.safetensors", variant=self.cfg.variant)
+        (folder / "config.json").write_text(json.dumps({"model_name": self.cfg.variant, "step": self.step}, indent=2)
+                                            + "\n")
+        return path
+
+    # --- the loop -------------------------------------------------------------------------------------------------
+    def fit(self) -> None:
+        cfg = self.cfg
+        bar = None
+        if self.master and cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
+        stream = self.batches()
+        t_last, samples, tokens = time.perf_counter(), 0, 0
+        while self.step < cfg.max_steps:
+            rec = self.train_step(next(stream))
+            self.step += 1
+            samples += rec["B"]
+            tokens += rec["B"] * rec["S"] * (rec["H"] // 14) * (rec["W"] // 14)
+            if self.master and (self.step % cfg.log_interval == 0 or self.step == cfg.max_steps):
+                dt = time.perf_counter() - t_last
+                rec.update(samples_per_s=samples / dt, tokens_per_s=tokens / dt,
+                           nonfinite_skips=self.counters["nonfinite_skips"], time=time.time())
+                self.log(rec)
+                t_last, samples, tokens = time.perf_counter(), 0, 0
+                if bar is not None:
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{rec['lr']:.2e}")
+            if bar is not None:
+                bar.update(1)
+            if self.master and cfg.eval_interval > 0 and (self.step % cfg.eval_interval == 0
+                                                          or self.step == cfg.max_steps):
+                self.log({"step": self.step, "event": "eval", **self.evaluate()})
+            if self.step % cfg.ckpt_interval == 0 or self.step == cfg.max_steps:
+                self.save()
+        if bar is not None:
+            bar.close()
+        if self.master:
+            self.export(self.out_dir / "final")
+            self.log({"event": "done", "step": self.step, **self.counters})
+            if self._tb is not None:
+                self._tb.close()
+
+
+def _safe_step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def default_config_path() -> Path:
+    return Path(__file__).resolve().parents[2] / "training" / "configs" / "tiny_default.yaml"
+
+
+__all__ += ["default_config_path", "init_weights"]
