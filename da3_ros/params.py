@@ -48,7 +48,7 @@ PARAMS: tuple[Param, ...] = (
           "depth and poses are metric"),
     Param("input_qos", "sensor_data", "input QoS: 'sensor_data' (best effort) or 'reliable'",
           choices=("sensor_data", "reliable")),
-    Param("input_queue_depth", 5, "input subscription history depth", range=(1, 100)),
+    Param("input_queue_depth", 5, "input subscription history depth", range=(1, 1000)),
     Param("max_image_side", 4096, "reject images with a side larger than this (pixels)", range=(14, 16384)),
     # window
     Param("window_size", 8, "frames per inference window", range=(2, 64)),

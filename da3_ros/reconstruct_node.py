@@ -171,7 +171,8 @@ class ReconstructNode(Node):
         self._pairer: IntrinsicsPairer | None = None
         if v["use_camera_info"]:
             tol = v["camera_info_tolerance_s"]
-            self._pairer = IntrinsicsPairer(self._camera_info_K, tolerance_s=tol, wait_s=max(0.2, 5.0 * tol))
+            self._pairer = IntrinsicsPairer(self._camera_info_K, tolerance_s=tol, wait_s=max(0.2, 5.0 * tol),
+                                            ready=self._pose_ready if v["pose_source_frame"] else None)
             self.create_subscription(CameraInfo, "camera_info", self._on_info, in_qos)
             # wall-clock timer: frames still waiting for a CameraInfo leave after their wait, even when /clock stops
             self.create_timer(0.05, self._poll_pairs, clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -241,6 +242,16 @@ class ReconstructNode(Node):
                 self.counts["tf_transforms_ignored_map_frame"] += ignored
             if rejected:
                 self.counts["tf_transforms_rejected"] += rejected
+        if stored and self._pairer is not None:  # frames waiting for this pose can go now
+            self._submit(self._pairer.poll(time.monotonic()))
+
+    def _pose_ready(self, frame: Frame) -> bool:
+        """Whether TF already has the camera pose at the frame's stamp (images may arrive before their TF)."""
+        try:
+            self._tf.lookup(self.pose_source, frame.frame_id, frame.stamp_ns, self._tf_tolerance_ns)
+        except TransformLookupError:
+            return False
+        return True
 
     def _with_pose(self, frame: Frame) -> Frame:
         """The frame with its known pose (w2c in the pose source's frame) from TF, when the lookup succeeds."""

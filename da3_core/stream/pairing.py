@@ -5,7 +5,8 @@ waits (at most ``wait_s``, in arrival time) for an intrinsics message within ``t
 leave in arrival order, so a waiting frame holds back the ones behind it (the window needs increasing stamps). A
 frame whose wait runs out leaves without K (counted as ``unpaired``, or ``no_camera_info`` while no intrinsics were
 ever seen). Once ``give_up_after`` frames have passed without any intrinsics message at all, frames stop waiting (a
-camera without CameraInfo costs no latency).
+camera without CameraInfo costs no latency). An optional ``ready(frame)`` condition (the node: "its TF pose is
+available") makes frames wait for that too, within the same deadline.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ class _Waiting:
 
 class IntrinsicsPairer:
     def __init__(self, to_K: ToK, tolerance_s: float = 0.02, wait_s: float = 0.2, keep: int = 64,
-                 give_up_after: int = 10) -> None:
+                 give_up_after: int = 10, ready: Callable[[Frame], bool] | None = None) -> None:
         self.to_K = to_K
         self.tolerance_ns = int(tolerance_s * 1e9)
         self.wait_s = float(wait_s)
         self.keep = int(keep)
         self.give_up_after = int(give_up_after)
+        self.ready = ready  # optional extra condition (e.g. its TF pose has arrived) a frame waits for too
         self._frames_without_info = 0
         self.counts: Counter[str] = Counter()
         self._stamps: list[int] = []
@@ -79,8 +81,9 @@ class IntrinsicsPairer:
             head = self._waiting[0]
             info = self._match(head.frame.stamp_ns)
             expect_info = bool(self._stamps) or self._frames_without_info < self.give_up_after
-            if info is None and expect_info and now_s < head.deadline:
-                break  # its intrinsics may still come
+            waiting = (info is None and expect_info) or (self.ready is not None and not self.ready(head.frame))
+            if waiting and now_s < head.deadline:
+                break  # its intrinsics (or what ``ready`` waits for) may still come
             self._waiting.popleft()
             K = None
             if info is not None:

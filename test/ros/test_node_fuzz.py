@@ -52,7 +52,8 @@ def test_fuzz_then_good_frames(ros_env, tmp_path):
     seq = SyntheticSequence.from_spec(SPEC)
     stamps = [seq.stamp_ns(i) for i in range(len(seq))]
     H, W = seq.hw
-    common = dict(input_qos="reliable", input_queue_depth=100)
+    # reliable + deep input: every malformed message arrives; queued windows: every good frame is processed
+    common = dict(input_qos="reliable", input_queue_depth=1000, max_pending_windows=16)
     summary_path = tmp_path / "fuzz.json"
     with collector(ros_env, namespaces=("", "/b")) as col, \
             ros_process(NODE_MODULE, ros_env, tmp_path, "node", params=node_params(SPEC, **common)) as node, \

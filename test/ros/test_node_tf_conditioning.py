@@ -62,7 +62,7 @@ def test_tf_pose_conditioning_tiny_network(ros_env, tmp_path):
     seq = SyntheticSequence.from_spec(SPEC)
     stamps = [seq.stamp_ns(i) for i in range(len(seq))]
     params = {"predictor": "da3", "process_res": 140, "device": "cpu", "window_size": WINDOW, "overlap": OVERLAP,
-              "input_qos": "reliable", "input_queue_depth": 20, "diagnostics_rate_hz": 5.0,
+              "input_qos": "reliable", "input_queue_depth": 20, "max_pending_windows": 16, "diagnostics_rate_hz": 5.0,
               "pose_source_frame": "odom", "pose_tf_tolerance_s": 0.01}
     with collector(ros_env) as col, ros_process(NODE_MODULE, ros_env, tmp_path, "node", params=params) as node:
         wait_node_ready(col, node, timeout=60.0)

@@ -140,7 +140,7 @@ def test_oracle_outputs_match_scene_and_sigterm(ros_env, tmp_path):
     H, W = seq.hw
     # reliable input: on these machines best-effort samples above ~64 KB (this 168x126 rgb8 image) never arrive
     # across processes with the pip Fast DDS; the default sensor-data QoS is exercised with smaller images below
-    params = node_params(SPEC, input_qos="reliable", input_queue_depth=20)
+    params = node_params(SPEC, input_qos="reliable", input_queue_depth=20, max_pending_windows=16)
     with collector(ros_env) as col, ros_process(NODE_MODULE, ros_env, tmp_path, "node", params=params) as node:
         wait_node_ready(col, node)
 
@@ -332,7 +332,8 @@ def test_tiny_network_runs_whole_path(ros_env, tmp_path):
     seq = SyntheticSequence.from_spec(TINY_SPEC)
     stamps = [seq.stamp_ns(i) for i in range(len(seq))]
     params = {"predictor": "da3", "process_res": 140, "device": "cpu", "window_size": 4, "overlap": 1,
-              "input_qos": "reliable", "diagnostics_rate_hz": 5.0, "map_publish_rate_hz": 5.0}
+              "input_qos": "reliable", "diagnostics_rate_hz": 5.0, "map_publish_rate_hz": 5.0,
+              "max_pending_windows": 16}
     with collector(ros_env) as col, ros_process(NODE_MODULE, ros_env, tmp_path, "node", params=params) as node:
         wait_node_ready(col, node, timeout=90.0)
         with ros_process(CAMERA_MODULE, ros_env, tmp_path, "camera",
