@@ -145,12 +145,11 @@ def small_head() -> DualDPTHead:
     return fill_recipe(build_head(get_config("da3-small").head), "head.").eval()
 
 
-@pytest.mark.parametrize("case", ["mono1", "mv3"])
+# only mono1 stores all four backbone features; mv3 is covered through the whole network (test_golden_network) and
+# by the slow live-reference head test below
+@pytest.mark.parametrize("case", ["mono1"])
 def test_dualdpt_golden(small_head: DualDPTHead, case: str) -> None:
     inter = load_npz("da3-small", f"intermediates_{case}.npz")
-    missing = [f"backbone_feat{j}" for j in range(4) if f"backbone_feat{j}" not in inter]
-    if missing:
-        pytest.skip(f"intermediates_{case}.npz lacks {missing}")
     ref = load_npz("da3-small", f"case_{case}.npz")
     feats = [torch.from_numpy(inter[f"backbone_feat{j}"]) for j in range(4)]
     with torch.no_grad():
