@@ -18,7 +18,7 @@ from nav_msgs.msg import Path
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from da3_core.export.cameras import rotation_to_quat_xyzw
+from da3_core.geometry.rotations import rotation_to_quat_xyzw
 from da3_core.stream.frame import MAX_SIDE, FrameError, check_image_size, check_intrinsics
 
 __all__ = ["ConversionError", "ENCODINGS", "image_to_rgb", "compressed_to_rgb", "camera_info_to_K",

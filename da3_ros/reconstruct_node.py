@@ -49,10 +49,11 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
+from da3_core.geometry.rotations import quat_xyzw_to_rotation
 from da3_core.stream.frame import Frame, FrameError
 from da3_core.stream.pairing import IntrinsicsPairer
 from da3_core.stream.pipeline import StreamPipeline, WindowResult
-from da3_core.stream.tf_buffer import TransformBuffer, TransformLookupError, quat_xyzw_to_rotation
+from da3_core.stream.tf_buffer import TransformBuffer, TransformLookupError
 from da3_ros.conversions import (
     c2w_to_pose,
     c2w_to_pose_stamped,

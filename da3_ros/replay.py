@@ -38,9 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from da3_core.geometry.quaternion import quat_xyzw_to_matrix
+from da3_core.geometry.rotations import quat_xyzw_to_rotation
 from da3_ros import bags
 from da3_ros.params import pipeline_config
 
@@ -81,8 +80,7 @@ def nearest_within(stamps: np.ndarray, stamp_ns: int, tolerance_ns: float) -> in
 
 def _pose_to_c2w(position, orientation) -> np.ndarray:
     T = np.eye(4)
-    T[:3, :3] = quat_xyzw_to_matrix(
-        torch.tensor([orientation.x, orientation.y, orientation.z, orientation.w], dtype=torch.float64)).numpy()
+    T[:3, :3] = quat_xyzw_to_rotation(np.array([orientation.x, orientation.y, orientation.z, orientation.w]))
     T[:3, 3] = (position.x, position.y, position.z)
     return T
 

@@ -8,26 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def rotation_to_quat_xyzw(R: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation -> unit quaternion (4,) xyzw with w >= 0 (Shepperd's method, float64)."""
-    R = np.asarray(R, dtype=np.float64)
-    tr = np.trace(R)
-    if tr > 0:
-        s = 2.0 * np.sqrt(tr + 1.0)
-        q = [(R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s, 0.25 * s]
-    elif R[0, 0] >= R[1, 1] and R[0, 0] >= R[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + R[0, 0] - R[1, 1] - R[2, 2])
-        q = [0.25 * s, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s, (R[2, 1] - R[1, 2]) / s]
-    elif R[1, 1] >= R[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + R[1, 1] - R[0, 0] - R[2, 2])
-        q = [(R[0, 1] + R[1, 0]) / s, 0.25 * s, (R[1, 2] + R[2, 1]) / s, (R[0, 2] - R[2, 0]) / s]
-    else:
-        s = 2.0 * np.sqrt(1.0 + R[2, 2] - R[0, 0] - R[1, 1])
-        q = [(R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, 0.25 * s, (R[1, 0] - R[0, 1]) / s]
-    q = np.asarray(q)
-    q /= np.linalg.norm(q)
-    return -q if q[3] < 0 else q
+from da3_core.geometry.rotations import quat_xyzw_to_rotation, rotation_to_quat_xyzw
 
 
 def _c2w(w2c: np.ndarray) -> np.ndarray:
@@ -89,12 +70,8 @@ def read_tum(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if any(len(r) != 8 for r in rows):
         raise ValueError(f"{path}: TUM lines need 8 values 'timestamp tx ty tz qx qy qz qw'")
     vals = np.array(rows, dtype=np.float64).reshape(-1, 8)
-    q = vals[:, 4:8] / np.linalg.norm(vals[:, 4:8], axis=1, keepdims=True)
-    x, y, z, w = q.T
     c2w = np.tile(np.eye(4), (len(vals), 1, 1))
-    c2w[:, :3, :3] = np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)], axis=1)
+    if len(vals):
+        c2w[:, :3, :3] = np.stack([quat_xyzw_to_rotation(q) for q in vals[:, 4:8]])
     c2w[:, :3, 3] = vals[:, 1:4]
     return vals[:, 0], c2w

@@ -100,7 +100,7 @@ def format_stamp(stamp_ns: int) -> str:
 
 
 def tum_line(stamp_ns: int, c2w: np.ndarray) -> str:
-    from da3_core.export.cameras import rotation_to_quat_xyzw
+    from da3_core.geometry.rotations import rotation_to_quat_xyzw
 
     q = rotation_to_quat_xyzw(c2w[:3, :3])
     return " ".join([format_stamp(int(stamp_ns)), *(f"{v:.9f}" for v in c2w[:3, 3]), *(f"{v:.9f}" for v in q)])

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from da3_core.export.cameras import rotation_to_quat_xyzw
+from da3_core.geometry.rotations import quat_xyzw_to_rotation, rotation_to_quat_xyzw
 
 __all__ = ["TransformBuffer", "TransformLookupError", "quat_xyzw_to_rotation", "interpolate_transform"]
 
@@ -34,14 +34,6 @@ class TransformLookupError(LookupError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}")
-
-
-def quat_xyzw_to_rotation(q: np.ndarray) -> np.ndarray:
-    """(4,) quaternion xyzw (normalised here) -> (3, 3) rotation."""
-    x, y, z, w = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
 def _slerp(q0: np.ndarray, q1: np.ndarray, a: float) -> np.ndarray:

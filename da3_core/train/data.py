@@ -40,6 +40,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from da3_core.data.synthetic import SCENE_KINDS, Box, Sphere, intrinsics_from_fov, make_scene, make_trajectory, render
+from da3_core.geometry.rotations import quat_wxyz_to_rotation
 from da3_core.preprocess import normalize_images
 from da3_core.train.batching import PAPER_RESOLUTIONS, SampleKey
 
@@ -255,14 +256,7 @@ def _data_lines(path: Path) -> list[str]:
     return [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
 
-def quat_wxyz_to_matrix(q: Sequence[float]) -> np.ndarray:
-    """(3, 3) rotation of a quaternion given as (w, x, y, z) (normalised first)."""
-    w, x, y, z = np.asarray(q, np.float64) / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
+quat_wxyz_to_matrix = quat_wxyz_to_rotation  # COLMAP / TUM-style scalar-first quaternions
 
 
 def _rigid(R: np.ndarray, t: np.ndarray) -> np.ndarray:
