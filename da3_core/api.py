@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from da3_core.geometry.sim3 import align_input_poses_to_prediction, camera_centers
+from da3_core.geometry.rigid import as_4x4, camera_centers
+from da3_core.geometry.sim3 import align_input_poses_to_prediction
 from da3_core.models.nested import NestedDA3Network
 from da3_core.preprocess import PATCH_SIZE, Preprocessed, ViewTransform, preprocess
 
@@ -239,16 +240,6 @@ def _squeeze_map(a: np.ndarray | None) -> np.ndarray | None:
     return a
 
 
-def _to44(E: np.ndarray) -> np.ndarray:
-    E = np.asarray(E, dtype=np.float64)
-    if E.shape[-2:] == (4, 4):
-        return E.copy()
-    out = np.zeros(E.shape[:-2] + (4, 4))
-    out[..., :3, :] = E
-    out[..., 3, 3] = 1.0
-    return out
-
-
 def _resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -427,7 +418,7 @@ class DA3:
         sky_raw = _squeeze_map(_to_numpy(raw.get("sky")))
         ext = _to_numpy(raw.get("extrinsics"))
         K_pred = _to_numpy(raw.get("intrinsics"))
-        ext = _to44(ext[0]) if ext is not None else None
+        ext = as_4x4(ext[0]) if ext is not None else None
         K_pred = np.asarray(K_pred[0], dtype=np.float64) if K_pred is not None else None
 
         is_metric = bool(_as_float(raw.get("is_metric")) or 0.0)

@@ -49,6 +49,7 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
+from da3_core.geometry.rigid import invert_rigid
 from da3_core.geometry.rotations import quat_xyzw_to_rotation
 from da3_core.stream.frame import Frame, FrameError
 from da3_core.stream.pairing import IntrinsicsPairer
@@ -85,13 +86,6 @@ def transform_msg_to_matrix(tf) -> np.ndarray:
     T = np.eye(4)
     T[:3, :3], T[:3, 3] = quat_xyzw_to_rotation(q), t
     return T
-
-
-def _rigid_inv(T: np.ndarray) -> np.ndarray:
-    out = np.eye(4)
-    out[:3, :3] = T[:3, :3].T
-    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return out
 
 
 class ParameterError(ValueError):
@@ -266,7 +260,7 @@ class ReconstructNode(Node):
             return frame
         with self._lock:
             self.counts["pose_lookup_ok"] += 1
-        return replace(frame, pose_w2c=_rigid_inv(T))
+        return replace(frame, pose_w2c=invert_rigid(T))
 
     def _submit(self, frames: list[Frame]) -> None:
         for frame in frames:

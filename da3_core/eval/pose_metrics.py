@@ -20,14 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from da3_core.geometry.sim3 import (
-    _rigid_inverse,
-    _to44,
-    apply_sim3_to_c2w,
-    camera_centers,
-    ransac_umeyama_sim3,
-    umeyama_sim3,
-)
+from da3_core.geometry.rigid import as_4x4, camera_centers, invert_rigid
+from da3_core.geometry.sim3 import apply_sim3_to_c2w, ransac_umeyama_sim3, umeyama_sim3
 
 __all__ = [
     "TrajectoryScores",
@@ -90,12 +84,12 @@ def _vector_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def relative_pose_errors(pred_w2c: np.ndarray, gt_w2c: np.ndarray, symmetric: bool = True) -> PairErrors:
     """Rotation and translation-direction errors (degrees) of every pair i < j of (N, 3|4, 4) w2c poses."""
-    pred, gt = _to44(np.asarray(pred_w2c, np.float64)), _to44(np.asarray(gt_w2c, np.float64))
+    pred, gt = as_4x4(pred_w2c), as_4x4(gt_w2c)
     if pred.shape != gt.shape:
         raise ValueError(f"{len(pred)} predicted poses vs {len(gt)} ground-truth poses")
     i, j = np.triu_indices(len(gt), k=1)
-    rel_p = pred[i] @ _rigid_inverse(pred[j])
-    rel_g = gt[i] @ _rigid_inverse(gt[j])
+    rel_p = pred[i] @ invert_rigid(pred[j])
+    rel_g = gt[i] @ invert_rigid(gt[j])
     rot = _rotation_angle_deg(rel_p[:, :3, :3], rel_g[:, :3, :3])
     trans = _vector_angle_deg(rel_p[:, :3, 3], rel_g[:, :3, 3])
     if symmetric:
@@ -152,8 +146,8 @@ def align_trajectory(pred_w2c: np.ndarray, gt_w2c: np.ndarray, mode: str = "sim3
         what was done ("umeyama", "ransac", "first_frame" when the centres are degenerate (N < 3 or collinear),
         or "none").
     """
-    pred_c2w = _rigid_inverse(_to44(np.asarray(pred_w2c, np.float64)))
-    gt_c2w = _rigid_inverse(_to44(np.asarray(gt_w2c, np.float64)))
+    pred_c2w = invert_rigid(pred_w2c)
+    gt_c2w = invert_rigid(gt_w2c)
     if pred_c2w.shape != gt_c2w.shape:
         raise ValueError(f"{len(pred_c2w)} predicted poses vs {len(gt_c2w)} ground-truth poses")
     if mode not in ("sim3", "se3", "none"):
@@ -181,7 +175,7 @@ def align_trajectory(pred_w2c: np.ndarray, gt_w2c: np.ndarray, mode: str = "sim3
         except ValueError:
             s, R, t = _first_frame_alignment(pred_c2w, gt_c2w, with_scale)
             method = "first_frame"
-    aligned = _rigid_inverse(apply_sim3_to_c2w(pred_c2w, s, R, t))
+    aligned = invert_rigid(apply_sim3_to_c2w(pred_c2w, s, R, t))
     return float(s), R, t, aligned, method
 
 

@@ -8,16 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from da3_core.geometry.rigid import invert_rigid
 from da3_core.geometry.rotations import quat_xyzw_to_rotation, rotation_to_quat_xyzw
-
-
-def _c2w(w2c: np.ndarray) -> np.ndarray:
-    E = np.eye(4)
-    E[: w2c.shape[0], :] = w2c
-    out = np.eye(4)
-    out[:3, :3] = E[:3, :3].T
-    out[:3, 3] = -E[:3, :3].T @ E[:3, 3]
-    return out
 
 
 def write_cameras_json(path: str | Path, extrinsics: np.ndarray, intrinsics: np.ndarray,
@@ -31,7 +23,7 @@ def write_cameras_json(path: str | Path, extrinsics: np.ndarray, intrinsics: np.
     hw = [tuple(image_hw)] * n if np.ndim(image_hw) == 1 else [tuple(x) for x in image_hw]
     frames = []
     for i in range(n):
-        c2w = _c2w(np.asarray(extrinsics[i], dtype=np.float64))
+        c2w = invert_rigid(np.asarray(extrinsics[i], dtype=np.float64))
         w2c = np.linalg.inv(c2w)
         frames.append({
             "name": names[i] if names is not None else f"{i:04d}",
@@ -54,7 +46,7 @@ def write_tum(path: str | Path, extrinsics: np.ndarray, timestamps: Sequence[flo
     (camera centre and orientation in the world frame). Timestamps default to the frame index."""
     lines = ["# timestamp tx ty tz qx qy qz qw (camera-to-world, OpenCV camera axes)"]
     for i, E in enumerate(np.asarray(extrinsics, dtype=np.float64)):
-        c2w = _c2w(E)
+        c2w = invert_rigid(E)
         q = rotation_to_quat_xyzw(c2w[:3, :3])
         ts = float(timestamps[i]) if timestamps is not None else float(i)
         lines.append(" ".join(f"{v:.9f}" for v in (ts, *c2w[:3, 3], *q)))

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from da3_core.geometry.rigid import camera_centers, invert_rigid
+
 __all__ = [
     "umeyama_sim3",
     "ransac_umeyama_sim3",
@@ -135,31 +137,6 @@ def ransac_umeyama_sim3(src: np.ndarray, dst: np.ndarray, sample_size: int | Non
     return best[0], best[1], best[2], best_mask
 
 
-def _to44(T: np.ndarray) -> np.ndarray:
-    T = np.asarray(T, dtype=np.float64)
-    if T.shape[-2:] == (4, 4):
-        return T
-    out = np.zeros(T.shape[:-2] + (4, 4))
-    out[..., :3, :] = T
-    out[..., 3, 3] = 1.0
-    return out
-
-
-def _rigid_inverse(T: np.ndarray) -> np.ndarray:
-    """Inverse of (…, 4, 4) [R | t] matrices treating R as orthonormal: [R^T | -R^T t]."""
-    R = T[..., :3, :3]
-    out = np.zeros_like(T)
-    out[..., :3, :3] = np.swapaxes(R, -1, -2)
-    out[..., :3, 3] = -np.einsum("...ji,...j->...i", R, T[..., :3, 3])
-    out[..., 3, 3] = 1.0
-    return out
-
-
-def camera_centers(w2c: np.ndarray) -> np.ndarray:
-    """Camera centres in world coordinates (N, 3) from world-to-camera (N, 3|4, 4): ``-R^T t``."""
-    return _rigid_inverse(_to44(w2c))[:, :3, 3]
-
-
 def align_input_poses_to_prediction(pred_w2c: np.ndarray, input_w2c: np.ndarray, ransac: bool | None = None,
                                     seed: int | None = 42) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """Sim(3) taking the *input* camera centres onto the *predicted* ones, as the official API does.
@@ -173,8 +150,8 @@ def align_input_poses_to_prediction(pred_w2c: np.ndarray, input_w2c: np.ndarray,
         (N, 4, 4) float64 are the input poses expressed in the prediction frame. Depth predicted in the network scale
         is in input-pose units after division by ``s`` (official ``depth /= scale``).
     """
-    pred_c2w = _rigid_inverse(_to44(pred_w2c))
-    in_c2w = _rigid_inverse(_to44(input_w2c))
+    pred_c2w = invert_rigid(pred_w2c)
+    in_c2w = invert_rigid(input_w2c)
     if pred_c2w.shape != in_c2w.shape:
         raise ValueError(f"align_input_poses_to_prediction: {len(pred_c2w)} predicted vs {len(in_c2w)} input poses")
     n = len(in_c2w)
@@ -187,5 +164,5 @@ def align_input_poses_to_prediction(pred_w2c: np.ndarray, input_w2c: np.ndarray,
         s, R, t, _ = ransac_umeyama_sim3(src, dst, seed=seed)
     else:
         s, R, t = umeyama_sim3(src, dst)
-    aligned = _rigid_inverse(apply_sim3_to_c2w(in_c2w, s, R, t))
+    aligned = invert_rigid(apply_sim3_to_c2w(in_c2w, s, R, t))
     return s, R, t, aligned

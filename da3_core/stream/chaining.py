@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from da3_core.geometry.rigid import invert_rigid
 from da3_core.geometry.sim3 import ransac_umeyama_sim3, umeyama_sim3
 from da3_core.stream.frame import Frame
 from da3_core.stream.predictor import WindowPrediction, sim3_matrix
@@ -50,7 +51,7 @@ class ChainedFrame:
 
     @property
     def w2c(self) -> np.ndarray:
-        return _rigid_inv(self.c2w)
+        return invert_rigid(self.c2w)
 
 
 @dataclass
@@ -73,13 +74,6 @@ class ChainResult:
     chained: bool = True
     is_metric: bool = False
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def _rigid_inv(T: np.ndarray) -> np.ndarray:
-    out = np.eye(4)
-    out[:3, :3] = T[:3, :3].T
-    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return out
 
 
 def unproject_pixels(depth: np.ndarray, K: np.ndarray, c2w: np.ndarray, rows: np.ndarray, cols: np.ndarray
@@ -148,7 +142,7 @@ class WindowChainer:
         S = len(frames)
         if pred.depth.shape[0] != S or pred.w2c.shape[0] != S:
             raise ValueError(f"prediction has {pred.depth.shape[0]} views for {S} frames")
-        c2w_win = np.stack([_rigid_inv(E) for E in pred.w2c])
+        c2w_win = np.stack([invert_rigid(E) for E in pred.w2c])
         shared = [i for i, f in enumerate(frames) if f.stamp_ns in self._prev]
         if not self.initialized:
             s, R, t = 1.0, c2w_win[0, :3, :3].T, -c2w_win[0, :3, :3].T @ c2w_win[0, :3, 3]  # map := first camera

@@ -40,6 +40,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from da3_core.data.synthetic import SCENE_KINDS, Box, Sphere, intrinsics_from_fov, make_scene, make_trajectory, render
+from da3_core.geometry.rigid import invert_rigid
 from da3_core.geometry.rotations import quat_wxyz_to_rotation
 from da3_core.preprocess import normalize_images
 from da3_core.train.batching import PAPER_RESOLUTIONS, SampleKey
@@ -265,11 +266,6 @@ def _rigid(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     return T
 
 
-def _invert_rigid(T: np.ndarray) -> np.ndarray:
-    R, t = T[:3, :3], T[:3, 3]
-    return _rigid(R.T, -R.T @ t)
-
-
 def _K(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
@@ -312,7 +308,7 @@ class FolderScene:
                 raise ValueError(f"poses.txt: {name}: expected 12 or 16 values, got {len(vals)}")
             T = np.eye(4)
             T[: len(vals) // 4] = np.asarray(vals, np.float64).reshape(-1, 4)
-            poses[name] = T if pose_convention == "w2c" else _invert_rigid(T)
+            poses[name] = T if pose_convention == "w2c" else invert_rigid(T)
         intr = [ln.split() for ln in _data_lines(self.root / "intrinsics.txt")]
         shared = _K(*map(float, intr[0])) if len(intr) == 1 and len(intr[0]) == 4 else None
         per_frame = {row[0]: _K(*map(float, row[1:5])) for row in intr if len(row) == 5}
@@ -388,7 +384,7 @@ class TUMScene:
                 continue
             tx, ty, tz, qx, qy, qz, qw = map(float, gt[gi][1][:7])
             c2w = _rigid(quat_wxyz_to_matrix((qw, qx, qy, qz)), np.array([tx, ty, tz]))
-            self.frames.append((t, self.root / name, self.root / depth[di][1][0], _invert_rigid(c2w)))
+            self.frames.append((t, self.root / name, self.root / depth[di][1][0], invert_rigid(c2w)))
 
     def __len__(self) -> int:
         return len(self.frames)

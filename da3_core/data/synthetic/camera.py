@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from da3_core.geometry.rigid import camera_centers, invert_rigid  # noqa: F401 - part of this module's API
+
 __all__ = [
     "intrinsics_from_fov",
     "look_at",
@@ -56,23 +58,6 @@ def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
     w2c[..., :3, 3] = -np.einsum("...ij,...j->...i", R, eye)
     w2c[..., 3, 3] = 1.0
     return w2c
-
-
-def invert_rigid(T: np.ndarray) -> np.ndarray:
-    """Inverse of rigid transforms (..., 4, 4) (e.g. w2c -> c2w)."""
-    R = T[..., :3, :3]
-    Rt = np.swapaxes(R, -1, -2)
-    out = np.zeros_like(T)
-    out[..., :3, :3] = Rt
-    out[..., :3, 3] = -np.einsum("...ij,...j->...i", Rt, T[..., :3, 3])
-    out[..., 3, 3] = 1.0
-    return out
-
-
-def camera_centers(w2c: np.ndarray) -> np.ndarray:
-    """World positions (..., 3) of cameras w2c (..., 4, 4) or (..., 3, 4): ``-R^T t``."""
-    R = w2c[..., :3, :3]
-    return -np.einsum("...ji,...j->...i", R, w2c[..., :3, 3])
 
 
 def pixel_grid_uv(hw: tuple[int, int], pixel_offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
