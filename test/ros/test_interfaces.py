@@ -7,8 +7,6 @@ this test subscribes or calls in its own rclpy context. Each test has its own RO
 import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +27,7 @@ except ImportError as exc:  # a venv without the ROS wheels; CI always has them 
     pytest.skip(f"ROS 2 interfaces not importable ({exc}); run `make .venv`", allow_module_level=True)
 
 from ros_peers import SAVE_MAP_SERVICE, TF_TOPIC, WINDOW_TOPIC, make_tf_message, make_window_result
+from support.processes import captured_process
 
 pytestmark = pytest.mark.ros
 
@@ -37,29 +36,9 @@ TIMEOUT_S = 20.0
 UPSTREAM_TFMESSAGE_HASH_PREFIX = "RIHS01_e369d0f0"  # tf2_msgs/msg/TFMessage of ROS 2 Jazzy/Kilted
 
 
-@contextlib.contextmanager
 def peer(role, env):
     """Run a ros_peers.py role in a subprocess; stop it with SIGINT (then SIGKILL) on exit."""
-    proc = subprocess.Popen(
-        [sys.executable, str(PEERS), role, "--timeout", str(TIMEOUT_S + 10)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        proc.output = proc.stdout.read()
-        proc.stdout.close()
+    return captured_process([sys.executable, str(PEERS), role, "--timeout", str(TIMEOUT_S + 10)], env)
 
 
 @contextlib.contextmanager

@@ -1,11 +1,7 @@
 """Offline replay (oracle on a synthetic bag: exact, deterministic; untrained network on the real dev bag) and live
 replay (bag_player -> a subscriber in this process, over loopback DDS)."""
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,6 +11,8 @@ import pytest
 
 pytest.importorskip("rosbags")
 pytest.importorskip("sensor_msgs.msg")
+
+from support.processes import captured_process  # noqa: E402
 
 from da3_ros import bags, replay  # noqa: E402
 
@@ -99,22 +97,8 @@ def test_offline_replay_dev_bag_untrained_network(tmp_path):
 
 # --- live replay -------------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
 def _player(args, env):
-    proc = subprocess.Popen([sys.executable, "-m", "da3_ros.bag_player", *args], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        proc.output = proc.stdout.read()
-        proc.stdout.close()
+    return captured_process([sys.executable, "-m", "da3_ros.bag_player", *args], env, cwd=REPO)
 
 
 @pytest.mark.ros
