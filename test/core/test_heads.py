@@ -235,31 +235,15 @@ def _official(module_name: str):
 
 @pytest.mark.reference
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
-def test_dpt_matches_official() -> None:
-    official_dpt = _official("dpt")
+@pytest.mark.parametrize(("module", "official_name", "ours_cls", "output_dim", "batch", "seed"),
+                         [("dpt", "DPT", DPTHead, 1, 2, 1), ("dualdpt", "DualDPT", DualDPTHead, 2, 1, 2)])
+def test_head_matches_official(module, official_name, ours_cls, output_dim, batch, seed) -> None:
+    official = getattr(_official(module), official_name)
     dims = dict(features=32, out_channels=(16, 32, 64, 64))
-    ours = fill_recipe(DPTHead(48, output_dim=1, **dims), "head.").eval()
-    ref = official_dpt.DPT(48, output_dim=1, **dims).eval()
+    ours = fill_recipe(ours_cls(48, output_dim=output_dim, **dims), "head.").eval()
+    ref = official(48, output_dim=output_dim, **dims).eval()
     ref.load_state_dict(ours.state_dict(), strict=True)
-    feats = random_feats(2, 2, (5, 7), 48, seed=1)
-    with torch.no_grad():
-        got = ours(feats, (70, 98))
-        want = ref([(f,) for f in feats], 70, 98, patch_start_idx=0)
-    assert set(got) == set(want)
-    for k in got:
-        assert got[k].shape == want[k].shape
-        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.reference
-@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
-def test_dualdpt_matches_official() -> None:
-    official_dual = _official("dualdpt")
-    dims = dict(features=32, out_channels=(16, 32, 64, 64))
-    ours = fill_recipe(DualDPTHead(48, output_dim=2, **dims), "head.").eval()
-    ref = official_dual.DualDPT(48, output_dim=2, **dims).eval()
-    ref.load_state_dict(ours.state_dict(), strict=True)
-    feats = random_feats(1, 2, (5, 7), 48, seed=2)
+    feats = random_feats(batch, 2, (5, 7), 48, seed=seed)
     with torch.no_grad():
         got = ours(feats, (70, 98))
         want = ref([(f,) for f in feats], 70, 98, patch_start_idx=0)
