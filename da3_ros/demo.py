@@ -140,46 +140,25 @@ class Recorder:
 
 def _accuracy(spec: str, rec: Recorder, map_pts: np.ndarray, traj: tuple[np.ndarray, np.ndarray],
               is_metric: bool) -> tuple[dict, np.ndarray | None]:
-    """Scores against the synthetic ground truth (same spec = same scene in every process)."""
+    """Scores against the synthetic ground truth (same spec = same scene in every process), computed by the
+    offline replay's :func:`~da3_ros.replay.ground_truth_accuracy`."""
     from da3_core.data.synthetic.sequence import SyntheticSequence
-    from da3_core.eval.depth_metrics import depth_scores
-    from da3_core.eval.pose_metrics import absolute_trajectory_error
-    from da3_core.geometry.sim3 import umeyama_sim3
     from da3_core.stream.chaining import unproject_pixels
-    from da3_ros.replay import map_f1
+    from da3_ros.replay import eval_stride, ground_truth_accuracy
 
     seq = SyntheticSequence.from_spec(spec)
-    scores: dict = {}
-    stamps = sorted(rec.depth)
-    if stamps:
-        pred = np.stack([rec.depth[s] for s in stamps])
-        gt = np.stack([seq.frame(seq.index_of(s)).depth for s in stamps])
-        mode = "none" if is_metric else "median"
-        d = depth_scores(pred, gt, mode)
-        scores["depth"] = {"abs_rel": d.abs_rel, "delta1": d.delta1, "alignment": mode, "frames": len(stamps)}
-    gt_aligned = None
-    t_stamps, c2w = traj
-    if len(t_stamps) >= 3:
-        gt_c2w = np.stack([np.linalg.inv(seq.w2c[seq.index_of(int(s))]) for s in t_stamps])
-        ate = absolute_trajectory_error(np.linalg.inv(c2w), np.linalg.inv(gt_c2w), with_scale=not is_metric)
-        extent = float(np.linalg.norm(np.ptp(gt_c2w[:, :3, 3], axis=0)))
-        scores["trajectory"] = {"ate_rmse_m": ate.ate_rmse, "ate_rel_extent": ate.ate_rmse / max(extent, 1e-12),
-                                "poses": ate.num_poses, "alignment": "se3" if is_metric else "sim3"}
-        s, R, t = umeyama_sim3(c2w[:, :3, 3], gt_c2w[:, :3, 3], with_scale=not is_metric)
-        if len(map_pts):
-            gt_cloud = []
-            for st in t_stamps:
-                f = seq.frame(seq.index_of(int(st)))
-                r, c = np.nonzero(np.isfinite(f.depth))
-                r, c = r[::7], c[::7]
-                gt_cloud.append(unproject_pixels(f.depth, f.K, np.linalg.inv(f.w2c), r, c))
-            pred_world = s * np.asarray(map_pts, np.float64) @ R.T + t
-            scores["map"] = map_f1(pred_world, np.concatenate(gt_cloud), threshold=0.05)
-        inv = np.eye(4)
-        inv[:3, :3], inv[:3, 3] = R.T / s, -R.T @ t / s
-        gt_aligned = np.einsum("ij,njk->nik", inv, gt_c2w)
-        gt_aligned[:, :3, :3] *= s
-    return scores, gt_aligned
+
+    def subsampled(depth: np.ndarray) -> tuple:
+        st = eval_stride(depth.shape)
+        return depth.shape, st, depth[::st, ::st]
+
+    pred_depth = {s: subsampled(d) for s, d in rec.depth.items()}
+    frames = {int(s): seq.frame(seq.index_of(int(s))) for s in set(rec.depth) | {int(s) for s in traj[0]}}
+    gt_depth = {s: subsampled(f.depth) for s, f in frames.items()}
+    gt_pose = {s: np.linalg.inv(f.w2c) for s, f in frames.items()}
+    frame_K = {s: f.K for s, f in frames.items()}
+    return ground_truth_accuracy(traj[0], traj[1], map_pts, pred_depth, gt_depth, gt_pose, frame_K, is_metric,
+                                 tol_ns=1e6, f1_threshold=0.05, unproject_pixels=unproject_pixels)
 
 
 def _model_text(args: argparse.Namespace) -> str:
@@ -310,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{d['frames']} frames)")
     if "trajectory" in scores:
         t = scores["trajectory"]
-        print(f"      poses   ATE {t['ate_rmse_m']:.3f} m ({100 * t['ate_rel_extent']:.1f}% of the path extent, "
+        print(f"      poses   ATE {t['ate_rmse']:.3f} m ({100 * t['ate_rel_extent']:.1f}% of the path extent, "
               f"{t['alignment']} alignment)")
     if "map" in scores:
         m = scores["map"]

@@ -43,7 +43,8 @@ from da3_core.geometry.rotations import quat_xyzw_to_rotation
 from da3_ros import bags
 from da3_ros.params import pipeline_config
 
-__all__ = ["run_replay", "pipeline_config", "parameter_values", "nearest_within", "map_f1", "within_distance", "main"]
+__all__ = ["run_replay", "pipeline_config", "parameter_values", "nearest_within", "map_f1", "within_distance",
+           "ground_truth_accuracy", "eval_stride", "main"]
 
 STAGES = ("decode", "predict", "chain", "cloud", "map", "write")
 TIMING_KEYS = ("timings",)  # summary fields that differ between runs
@@ -101,7 +102,7 @@ def _gt_depth_array(msg) -> np.ndarray | None:
     return None
 
 
-def _stride(hw: tuple[int, int], max_pixels: int = MAX_EVAL_PIXELS) -> int:
+def eval_stride(hw: tuple[int, int], max_pixels: int = MAX_EVAL_PIXELS) -> int:
     return max(1, int(np.ceil(np.sqrt(hw[0] * hw[1] / max_pixels))))
 
 
@@ -287,7 +288,7 @@ def run_replay(bag: str | Path, out: str | Path, values: dict[str, Any] | None =
             d = np.array(cf.depth, dtype=np.float32)
             if cf.sky is not None:
                 d[cf.sky] = np.nan
-            st = _stride(d.shape)
+            st = eval_stride(d.shape)
             pred_depth[cf.stamp_ns] = (d.shape, st, d[::st, ::st])
             frame_K[cf.stamp_ns] = cf.K
             if previews:
@@ -319,7 +320,7 @@ def run_replay(bag: str | Path, out: str | Path, values: dict[str, Any] | None =
                 if d is None:
                     counts["gt_depth_unsupported_encoding"] += 1
                 else:
-                    st = _stride(d.shape)
+                    st = eval_stride(d.shape)
                     gt_depth[stamp_to_ns(msg.header.stamp)] = (d.shape, st, d[::st, ::st])
                 continue
             t0 = time.perf_counter()
@@ -367,8 +368,9 @@ def run_replay(bag: str | Path, out: str | Path, values: dict[str, Any] | None =
     paths = pipeline.save_outputs(out)
     timer.add("write", time.perf_counter() - t0)
 
-    accuracy, gt_aligned = _accuracy(stamps, poses, pts, pred_depth, gt_depth, gt_pose, frame_K, is_metric,
-                                     tol_ns, f1_threshold, unproject_pixels) if ground_truth else ({}, None)
+    accuracy, gt_aligned = ground_truth_accuracy(stamps, poses, pts, pred_depth, gt_depth, gt_pose, frame_K,
+                                                 is_metric, tol_ns, f1_threshold, unproject_pixels) \
+        if ground_truth else ({}, None)
     if render:
         from da3_core.export.map_render import save_map_png
 
@@ -413,8 +415,11 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def _accuracy(stamps, poses, map_pts, pred_depth, gt_depth, gt_pose, frame_K, is_metric, tol_ns, f1_threshold,
-              unproject_pixels) -> tuple[dict[str, Any], np.ndarray | None]:
+def ground_truth_accuracy(stamps, poses, map_pts, pred_depth, gt_depth, gt_pose, frame_K, is_metric, tol_ns,
+                          f1_threshold, unproject_pixels) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Depth (AbsRel / delta1), trajectory (ATE after Sim(3), SE(3) when metric) and map F1 against ground truth,
+    plus the ground-truth path moved into the map frame for drawing. ``pred_depth`` / ``gt_depth``: stamp ->
+    (full (H, W), stride, depth subsampled by stride); ``gt_pose``: stamp -> c2w; ``frame_K``: stamp -> K."""
     from da3_core.eval.depth_metrics import depth_scores
     from da3_core.eval.pose_metrics import absolute_trajectory_error
     from da3_core.geometry.sim3 import umeyama_sim3
