@@ -114,6 +114,17 @@ class Recorder:
         self.is_metric = bool(msg.is_metric)
         self.last_msg = time.monotonic()
 
+    def wait_for_node(self, node: subprocess.Popen, timeout: float = 60.0) -> None:
+        """Spin until the node's depth and window publishers are matched: outputs are reliable but not latched, so
+        whatever the node publishes before this recorder is discovered would be lost."""
+        end = time.monotonic() + timeout
+        while self.node.count_publishers("/depth") < 1 or self.node.count_publishers("/window") < 1:
+            if node.poll() is not None:
+                raise RuntimeError(f"the node exited early (code {node.returncode})")
+            if time.monotonic() > end:
+                raise RuntimeError(f"the node's outputs did not appear within {timeout:.0f} s")
+            self.spin_for(0.1)
+
     def spin_for(self, seconds: float) -> None:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -240,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"[2/4] started the reconstruct node (pid {node.pid}, log {out / 'logs' / 'node.log'})")
         print(f"      model: {_model_text(args)}")
+        rec.wait_for_node(node)
         player_cmd = [sys.executable, "-m", "da3_ros.bag_player", str(bag), "--clock", "--rate", f"{rate:.4f}",
                       "--wait-subscribers", "30", "--topics", image_topic, *([info_topic] if info_topic else [])]
         player = subprocess.Popen(player_cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
