@@ -4,6 +4,13 @@ Scenes come from :class:`da3_core.train.data.SyntheticSceneDataset` with a seed 
 (``eval_seed`` 10000 vs ``data_seed`` 0: every scene is generated from ``(seed, index)``, so the held-out scenes are
 different procedural scenes of the same three kinds). :func:`heldout_keys` fixes resolution and view count per item.
 
+Two protocols (:data:`PROTOCOLS`, the dataset's ``path_frames``):
+
+- ``window`` (12): the S views are consecutive frames of a 12-frame camera path -- a sliding window of keyframes,
+  what the ROS node gives the network; neighbouring views overlap. The headline protocol.
+- ``spread`` (0): the S views are spread over the whole path; with S = 2 an orbit's two views can be up to 300
+  degrees apart and see nothing in common, so relative pose is mostly guesswork (a stress test).
+
 Scores of one prediction set (all items pooled):
 
 - depth: :func:`da3_core.eval.depth_metrics.depth_scores` per item (median alignment shared by the views of the
@@ -29,11 +36,13 @@ from torch import nn
 
 from da3_core.eval.depth_metrics import depth_scores
 
-__all__ = ["heldout_keys", "relative_pose_errors", "pose_auc", "score_predictions", "evaluate_network",
+__all__ = ["PROTOCOLS", "heldout_keys", "relative_pose_errors", "pose_auc", "score_predictions", "evaluate_network",
            "baseline_scores", "benchmark_table"]
 
 EVAL_HW: tuple[tuple[int, int], ...] = ((126, 168), (126, 126), (112, 168))
 EVAL_VIEWS = (2, 6)
+PROTOCOLS: dict[str, int] = {"window": 12, "spread": 0}
+"""Held-out protocols: name -> ``path_frames`` of :class:`da3_core.train.data.SyntheticSceneDataset`."""
 
 
 def heldout_keys(n: int, seed: int = 10_000, resolutions: Sequence[tuple[int, int]] = EVAL_HW,
@@ -103,33 +112,34 @@ def score_predictions(items: Sequence[dict[str, np.ndarray]]) -> dict[str, float
             "rot_err_median": float(np.median(r)), "trans_err_median": float(np.median(t))}
 
 
-def _load(keys: Sequence[tuple[int, int, int, int]], seed: int) -> list[dict[str, torch.Tensor]]:
+def _load(keys: Sequence[tuple[int, int, int, int]], seed: int, path_frames: int) -> list[dict[str, torch.Tensor]]:
     from da3_core.train.data import SyntheticSceneDataset
 
-    ds = SyntheticSceneDataset(max(k[0] for k in keys) + 1, seed=seed)
+    ds = SyntheticSceneDataset(max(k[0] for k in keys) + 1, seed=seed, path_frames=path_frames)
     return [ds[k] for k in keys]
 
 
 _CACHE: dict[tuple, list[dict[str, torch.Tensor]]] = {}
 
 
-def heldout_items(keys: Sequence[tuple[int, int, int, int]], seed: int) -> list[dict[str, torch.Tensor]]:
-    """Rendered held-out items (cached per process)."""
-    ck = (tuple(keys), seed)
+def heldout_items(keys: Sequence[tuple[int, int, int, int]], seed: int,
+                  path_frames: int = 0) -> list[dict[str, torch.Tensor]]:
+    """Rendered held-out items (cached per process; ``path_frames`` as in ``SyntheticSceneDataset``)."""
+    ck = (tuple(keys), seed, path_frames)
     if ck not in _CACHE:
         _CACHE.clear()
-        _CACHE[ck] = _load(keys, seed)
+        _CACHE[ck] = _load(keys, seed, path_frames)
     return _CACHE[ck]
 
 
 @torch.no_grad()
 def evaluate_network(net: nn.Module, keys: Sequence[tuple[int, int, int, int]], seed: int = 10_000,
                      device: torch.device | str = "cpu",
-                     ref_view_strategy: str = "saddle_balanced") -> dict[str, float]:
+                     ref_view_strategy: str = "saddle_balanced", path_frames: int = 0) -> dict[str, float]:
     """Scores of an any-view network on the held-out items (un-posed input, camera-decoder poses)."""
     net.eval()
     preds = []
-    for item in heldout_items(keys, seed):
+    for item in heldout_items(keys, seed, path_frames):
         out = net(item["images"][None].to(device), ref_view_strategy=ref_view_strategy)
         w2c = out["extrinsics"][0].float().cpu().numpy()
         preds.append({"depth": out["depth"][0].float().cpu().numpy(), "gt_depth": item["depth"].numpy(),
@@ -137,11 +147,12 @@ def evaluate_network(net: nn.Module, keys: Sequence[tuple[int, int, int, int]], 
     return score_predictions(preds)
 
 
-def baseline_scores(keys: Sequence[tuple[int, int, int, int]], seed: int = 10_000) -> dict[str, dict[str, float]]:
+def baseline_scores(keys: Sequence[tuple[int, int, int, int]], seed: int = 10_000,
+                    path_frames: int = 0) -> dict[str, dict[str, float]]:
     """Constant depth + identity poses (the depth baseline's poses and the pose baseline's depth are the same
     trivial guess, so one prediction set gives both rows)."""
     preds = []
-    for item in heldout_items(keys, seed):
+    for item in heldout_items(keys, seed, path_frames):
         S, H, W = item["depth"].shape
         preds.append({"depth": np.ones((S, H, W), np.float32), "gt_depth": item["depth"].numpy(),
                       "w2c": np.tile(np.eye(4, dtype=np.float32), (S, 1, 1)), "gt_w2c": item["w2c"].numpy()})

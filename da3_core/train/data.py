@@ -175,18 +175,25 @@ class SyntheticSceneDataset(Dataset):
         path: trajectory kind, "auto" | "walk" | "orbit".
         normalize: ImageNet-normalise the images.
         antialias: supersampling of the colour (1 = off; depth is always exact).
+        path_frames: 0: the S views are spread over the whole camera path (wide baselines: with S = 2 an orbit's
+            two views may be up to 300 degrees apart and see nothing in common); N > 0: the path is sampled at
+            max(S, N) frames and the views are S consecutive ones from a random start (what a node's sliding
+            window of keyframes sees: neighbouring views overlap).
     """
 
     def __init__(self, num_samples: int, resolutions: Sequence[tuple[int, int]] = PAPER_RESOLUTIONS,
                  views: tuple[int, int] = (2, 18), kinds: Sequence[str] = SCENE_KINDS, seed: int = 0,
                  fov_deg: tuple[float, float] = (50.0, 90.0), path: str = "auto", normalize: bool = True,
-                 antialias: int = 1) -> None:
+                 antialias: int = 1, path_frames: int = 0) -> None:
         unknown = [k for k in kinds if k not in SCENE_KINDS]
         if unknown or not kinds:
             raise ValueError(f"unknown scene kinds {unknown}; use some of {SCENE_KINDS}")
         self.num_samples, self.resolutions, self.views = int(num_samples), tuple(resolutions), views
         self.kinds, self.seed, self.fov_deg, self.path = tuple(kinds), seed, fov_deg, path
         self.normalize, self.antialias = normalize, antialias
+        if path_frames < 0:
+            raise ValueError(f"path_frames must be >= 0 (0 = views spread over the whole path), got {path_frames}")
+        self.path_frames = int(path_frames)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -207,10 +214,12 @@ class SyntheticSceneDataset(Dataset):
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")
         kind, scene_seed, fov = self.scene_spec(index)
         K = intrinsics_from_fov((H, W), fov)
+        n_path = max(S, self.path_frames)
+        start = int(np.random.default_rng([self.seed, index, 2]).integers(n_path - S + 1))
         for attempt in range(8):  # a scene without a collision-free path is replaced by a deterministic other
             scene = make_scene(kind, seed=scene_seed + attempt)
             try:
-                w2cs = make_trajectory(scene, S, self.path, seed=scene_seed + attempt)
+                w2cs = make_trajectory(scene, n_path, self.path, seed=scene_seed + attempt)[start:start + S]
                 break
             except RuntimeError:
                 continue

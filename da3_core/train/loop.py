@@ -43,6 +43,7 @@ from da3_core.train.batching import TokenBudgetBatcher, TokenBudgetBatchSampler
 from da3_core.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from da3_core.train.data import SyntheticSceneDataset
 from da3_core.train.distributed import DistInfo, all_reduce_mean, setup_distributed, wrap_model
+from da3_core.train.init import init_weights
 from da3_core.train.losses import StudentLossConfig, student_loss
 from da3_core.train.targets import build_targets
 
@@ -67,12 +68,15 @@ class TrainConfig:
     variant: str = "da3-tiny"
     timm_init: str = ""  # e.g. "vit_small_patch14_dinov2.lvd142m": initialise the ViT from timm's DINOv2 weights
     ref_view_strategy: str = "saddle_balanced"  # reference view of un-posed steps (the API default)
+    pos_embed_init: str = "sincos"  # sincos | normal: from-scratch position embedding (da3_core.train.init)
     # data: synthetic scenes, token-budget batches (paper §3.4, scaled down)
     scene_kinds: tuple[str, ...] = ("room", "objects", "courtyard")
     num_scenes: int = 1_000_000  # dataset length; scenes are generated from (data_seed, index)
     data_seed: int = 0
-    resolutions: tuple[tuple[int, int], ...] = ((126, 126), (98, 126), (84, 126), (126, 98), (126, 168), (112, 168))
-    views: tuple[int, int] = (2, 6)
+    resolutions: tuple[tuple[int, int], ...] = ((84, 112), (84, 84), (70, 112), (98, 126), (70, 98), (112, 112),
+                                                (112, 168))
+    views: tuple[int, int] = (2, 8)
+    path_frames: int = 12  # N: views = S consecutive frames of an N-frame camera path; 0: spread over the whole path
     token_budget: int = 1000
     budget_tol: float = 0.4
     max_batch: int = 8
@@ -80,10 +84,10 @@ class TrainConfig:
     num_workers: int = 1
     antialias: int = 1
     # optimisation
-    max_steps: int = 1800
-    lr: float = 4e-4  # peak (paper: 2e-4 at its batch size)
+    max_steps: int = 5000
+    lr: float = 8e-4  # peak (paper: 2e-4 at its batch size)
     min_lr: float = 4e-5  # floor
-    warmup_steps: int = 200
+    warmup_steps: int = 300
     decay: str = "cosine"  # cosine | linear
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
@@ -100,9 +104,10 @@ class TrainConfig:
     # logging / eval / checkpoints
     log_interval: int = 10
     eval_interval: int = 500
-    eval_samples: int = 12
+    eval_samples: int = 48
     eval_seed: int = 10_000
-    ckpt_interval: int = 200
+    eval_path_frames: int = 12  # held-out protocol (synthetic_benchmark.PROTOCOLS: 12 = "window", 0 = "spread")
+    ckpt_interval: int = 250
     keep_last: int = 3
     progress: bool = True
 
@@ -223,15 +228,6 @@ class _SkipBatches:
                 yield keys
 
 
-def init_weights(model: nn.Module) -> None:
-    """From-scratch init of the ViT tokens (zeros in the module): truncated normal, std 0.02 (DINOv2's choice)."""
-    vit = model.backbone.pretrained
-    for name in ("pos_embed", "cls_token", "camera_token"):
-        p = getattr(vit, name, None)
-        if p is not None:
-            nn.init.trunc_normal_(p, std=0.02)
-
-
 class Trainer:
     """Builds everything from a :class:`TrainConfig` and runs :meth:`fit`. ``resume=True`` continues from the newest
     checkpoint in ``out_dir`` (saved architecture args win)."""
@@ -254,7 +250,7 @@ class Trainer:
         # model: same init on every rank (seeded), optional DINOv2 weights through timm
         torch.manual_seed(cfg.seed)
         net = build_network(cfg.variant)
-        init_weights(net)
+        init_weights(net, cfg.pos_embed_init)
         if cfg.timm_init and ckpt is None:
             from da3_core.train.timm_init import init_backbone_from_timm
 
@@ -275,7 +271,8 @@ class Trainer:
 
         # data
         self.dataset = SyntheticSceneDataset(cfg.num_scenes, resolutions=cfg.resolutions, views=cfg.views,
-                                             kinds=cfg.scene_kinds, seed=cfg.data_seed, antialias=cfg.antialias)
+                                             kinds=cfg.scene_kinds, seed=cfg.data_seed, antialias=cfg.antialias,
+                                             path_frames=cfg.path_frames)
         self.batcher = TokenBudgetBatcher(cfg.token_budget, cfg.resolutions, cfg.views, cfg.budget_tol,
                                           max_batch=cfg.max_batch)
         self.sampler = TokenBudgetBatchSampler(self.batcher, cfg.num_scenes, cfg.steps_per_epoch, seed=cfg.data_seed,
@@ -416,7 +413,8 @@ class Trainer:
         from da3_core.eval.synthetic_benchmark import evaluate_network, heldout_keys
 
         keys = heldout_keys(self.cfg.eval_samples, seed=self.cfg.eval_seed)
-        scores = evaluate_network(self.net, keys, seed=self.cfg.eval_seed, device=self.device)
+        scores = evaluate_network(self.net, keys, seed=self.cfg.eval_seed, device=self.device,
+                                  path_frames=self.cfg.eval_path_frames)
         self.net.train()
         return scores
 

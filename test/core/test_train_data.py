@@ -41,6 +41,29 @@ def test_synthetic_dataset_deterministic_and_shapes():
         ds[(16, 42, 56, 2)]
 
 
+def test_synthetic_dataset_path_frames_gives_consecutive_path_frames():
+    """path_frames=N: an S-view item is S consecutive frames of the item's N-frame camera path (a keyframe window)."""
+    n = 8
+    ds = SyntheticSceneDataset(16, resolutions=RES, views=(2, 3), seed=7, path_frames=n)
+    for index in (3, 5, 9):
+        path = ds[(index, 28, 56, n)]["w2c"].numpy()  # S == N: the whole path
+        for S in (2, 3):
+            w2c = ds[(index, 28, 56, S)]["w2c"].numpy()
+            starts = [k for k in range(n - S + 1) if np.allclose(path[k:k + S], w2c, atol=1e-6)]
+            assert len(starts) == 1, (index, S)
+    # the spread protocol puts 2 views at the two ends of a 2-frame path: farther apart than path neighbours
+    spread = SyntheticSceneDataset(16, resolutions=RES, views=(2, 3), seed=7)
+    gaps_window, gaps_spread = [], []
+    for index in range(8):
+        for d, gaps in ((ds, gaps_window), (spread, gaps_spread)):
+            w2c = d[(index, 28, 56, 2)]["w2c"].numpy()
+            c = [-w[:3, :3].T @ w[:3, 3] for w in w2c]
+            gaps.append(np.linalg.norm(c[1] - c[0]))
+    assert np.median(gaps_window) < 0.5 * np.median(gaps_spread)
+    with pytest.raises(ValueError, match="path_frames"):
+        SyntheticSceneDataset(4, path_frames=-1)
+
+
 def test_synthetic_dataset_with_token_budget_loader():
     ds = SyntheticSceneDataset(32, resolutions=RES, views=(2, 3), seed=1)
     batcher = TokenBudgetBatcher(48, RES, views=(2, 3), tol=0.5)
