@@ -218,8 +218,8 @@ class WindowChainer:
         if self.robust == "ransac":
             if not with_scale:  # ransac_umeyama_sim3 always fits a scale; use its inliers for the rigid refit
                 _, _, _, inl = ransac_umeyama_sim3(src, dst, seed=self.seed)
-                if inl is not None and inl.sum() >= 3:
-                    src, dst, w = src[inl], dst[inl], w[inl]
+                if inl is not None and inl.sum() >= 3:  # weights stay one per correspondence (0 = outlier)
+                    return umeyama_sim3(src[inl], dst[inl], w[inl], with_scale=False), np.where(inl, w, 0.0)
                 return umeyama_sim3(src, dst, w, with_scale=False), w
             s, R, t, inl = ransac_umeyama_sim3(src, dst, seed=self.seed)
             if inl is not None and inl.sum() >= 3:

@@ -72,8 +72,9 @@ def test_chain_robust_to_outliers_and_ransac():
         d[::5, ::3] *= 1.5  # 7 % gross outliers
         return d, E, K
 
-    for robust in ("irls", "ransac"):
-        oracle = OraclePredictor(corrupt, random_transform=True, seed=1)
+    # (metric, robust): SE(3) + RANSAC once returned one weight per inlier for all correspondences and crashed
+    for metric, robust in ((False, "irls"), (False, "ransac"), (True, "ransac")):
+        oracle = OraclePredictor(corrupt, random_transform=True, is_metric=metric, seed=1)
         results = _run(frames, oracle, WindowChainer(robust=robust, conf_percentile=None))
         s0 = float(np.cbrt(np.linalg.det(oracle.applied[0][:3, :3])))
         expect = _expected_c2w(truth, frames, s0)
