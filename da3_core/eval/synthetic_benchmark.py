@@ -15,7 +15,8 @@ Scores of one prediction set (all items pooled):
 
 - depth: :func:`da3_core.eval.depth_metrics.depth_scores` per item (median alignment shared by the views of the
   item, sky / unknown pixels excluded), averaged over items -> ``abs_rel`` (lower is better), ``delta1`` (higher);
-- pose: for every view pair (i, j) of an item, the relative rotation error (angle of ``R_ij^pred R_ij^gt^T``) and
+- pose (:func:`da3_core.eval.pose_metrics.relative_pose_errors`, non-symmetric): for every view pair (i, j) of an
+  item, the relative rotation error (angle of ``R_ij^pred R_ij^gt^T``) and
   the relative translation-direction error (angle between the predicted and true ``t_ij``, the position of camera j
   in camera i's frame, direction only, so the unknown scale does not matter); a pair's error is the max of the two;
   ``pose_auc30`` = :func:`pose_auc` = the area under the accuracy-vs-threshold curve from 0 to 30 degrees,
@@ -35,8 +36,9 @@ import torch
 from torch import nn
 
 from da3_core.eval.depth_metrics import depth_scores
+from da3_core.eval.pose_metrics import relative_pose_errors
 
-__all__ = ["PROTOCOLS", "heldout_keys", "relative_pose_errors", "pose_auc", "score_predictions", "evaluate_network",
+__all__ = ["PROTOCOLS", "heldout_keys", "pose_auc", "score_predictions", "evaluate_network",
            "baseline_scores", "benchmark_table"]
 
 EVAL_HW: tuple[tuple[int, int], ...] = ((126, 168), (126, 126), (112, 168))
@@ -56,36 +58,6 @@ def heldout_keys(n: int, seed: int = 10_000, resolutions: Sequence[tuple[int, in
     return out
 
 
-def _angle_deg(cos: np.ndarray) -> np.ndarray:
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
-
-
-def relative_pose_errors(pred_w2c: np.ndarray, gt_w2c: np.ndarray, eps: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
-    """Rotation and translation-direction errors (degrees) over all pairs i < j.
-
-    Args:
-        pred_w2c, gt_w2c: (S, 3|4, 4) world-to-camera.
-
-    Returns:
-        (rot_err, trans_err), each (S (S - 1) / 2,).
-    """
-    def rel(T: np.ndarray, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
-        Ri, ti, Rj, tj = T[i, :3, :3], T[i, :3, 3], T[j, :3, :3], T[j, :3, 3]
-        R = Ri @ Rj.T  # camera j -> camera i
-        return R, ti - R @ tj  # position of camera j in camera i's frame
-
-    rot, trans = [], []
-    S = pred_w2c.shape[0]
-    for i in range(S):
-        for j in range(i + 1, S):
-            Rp, tp = rel(pred_w2c.astype(np.float64), i, j)
-            Rg, tg = rel(gt_w2c.astype(np.float64), i, j)
-            rot.append(_angle_deg((np.trace(Rp @ Rg.T) - 1.0) / 2.0))
-            n_p, n_g = np.linalg.norm(tp), np.linalg.norm(tg)
-            trans.append(180.0 if n_p < eps or n_g < eps else _angle_deg(tp @ tg / (n_p * n_g)))
-    return np.asarray(rot, np.float64), np.asarray(trans, np.float64)
-
-
 def pose_auc(errors_deg: np.ndarray, max_deg: float = 30.0, steps: int = 301) -> float:
     """Area under accuracy(threshold) for thresholds 0..``max_deg``, normalised to [0, 1] (1 = every error is 0)."""
     errors = np.asarray(errors_deg, np.float64).ravel()
@@ -103,10 +75,10 @@ def score_predictions(items: Sequence[dict[str, np.ndarray]]) -> dict[str, float
         ds = depth_scores(it["depth"], it["gt_depth"], "median")
         absrel.append(ds.abs_rel)
         d1.append(ds.delta1)
-        r, t = relative_pose_errors(it["w2c"], it["gt_w2c"])
-        errs.append(np.maximum(r, t))
-        rots.append(r)
-        trans.append(t)
+        pe = relative_pose_errors(it["w2c"], it["gt_w2c"], symmetric=False)
+        errs.append(pe.max_deg)
+        rots.append(pe.rot_deg)
+        trans.append(pe.trans_deg)
     e, r, t = np.concatenate(errs), np.concatenate(rots), np.concatenate(trans)
     return {"abs_rel": float(np.nanmean(absrel)), "delta1": float(np.nanmean(d1)), "pose_auc30": pose_auc(e),
             "rot_err_median": float(np.median(r)), "trans_err_median": float(np.median(t))}

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from da3_core.eval.synthetic_benchmark import pose_auc, relative_pose_errors
+from da3_core.eval.pose_metrics import relative_pose_errors
+from da3_core.eval.synthetic_benchmark import pose_auc
 from da3_core.train import loop
 from da3_core.train.loop import NonFiniteError, TrainConfig, Trainer, load_config, lr_at
 
@@ -119,7 +120,9 @@ def test_pose_auc_and_relative_errors() -> None:
     G = np.eye(4)
     G[:3, :3] = rot(1)[0]
     G[:3, 3] = (1.0, 2.0, 3.0)
-    r, t = relative_pose_errors(S @ G, T)  # another world frame, another scale: no error
+    pe = relative_pose_errors(S @ G, T, symmetric=False)  # the benchmark's errors
+    r, t = pe.rot_deg, pe.trans_deg  # another world frame, another scale: no error
     assert r.shape == (6,) and np.allclose(r, 0, atol=1e-4) and np.allclose(t, 0, atol=1e-4)
-    r, t = relative_pose_errors(np.tile(np.eye(4), (4, 1, 1)), T)
+    pe = relative_pose_errors(np.tile(np.eye(4), (4, 1, 1)), T, symmetric=False)
+    r, t = pe.rot_deg, pe.trans_deg
     assert np.all(t == 180.0) and np.all(r > 0)
