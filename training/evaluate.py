@@ -40,19 +40,13 @@ DEFAULT = EMBEDDED_DEFAULT
 
 def load_network(weights: Path) -> tuple[torch.nn.Module, str]:
     """A network from a folder (model.safetensors + config.json), a .safetensors file or a training checkpoint."""
-    from da3_core.weights.loading import load_state_dict_file, load_weights_strict, resolve_checkpoint
+    from da3_core.weights.loading import load_weights_strict, read_weights
 
-    if weights.suffix == ".pt":
-        ckpt = torch.load(weights, map_location="cpu", weights_only=False)
-        variant = ckpt["model_args"]["variant"]
-        net = build_network(variant)
-        net.load_state_dict(ckpt["model"], strict=True)
-        return net, variant
-    path, variant = resolve_checkpoint(weights)
+    state, variant = read_weights(weights)
     if variant is None:
-        raise SystemExit(f"{weights}: no variant found (config.json model_name or safetensors metadata)")
+        raise SystemExit(f"{weights}: no variant found (config.json model_name, safetensors metadata or model_args)")
     net = build_network(variant)
-    load_weights_strict(net, load_state_dict_file(path), str(path))
+    load_weights_strict(net, state, str(weights))
     return net, variant
 
 

@@ -79,6 +79,7 @@ class DA3Network(nn.Module):
                 else:
                     pose_enc = self.cam_dec(feats.camera_tokens[-1].float())
                     w2c, k = encoding_to_cameras(pose_enc, (height, width))
+                    out["pose_enc"] = pose_enc  # raw (t, q, fov): what the camera loss trains
                 out["extrinsics"], out["intrinsics"] = w2c, k
                 if feats.ref_index is not None:
                     out["ref_index"] = feats.ref_index

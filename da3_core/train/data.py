@@ -172,7 +172,8 @@ class SyntheticSceneDataset(Dataset):
         kinds: scene kinds to draw from.
         seed: dataset seed.
         fov_deg: (min, max) horizontal field of view in degrees.
-        path: trajectory kind, "auto" | "walk" | "orbit".
+        path: trajectory kind (:data:`da3_core.data.synthetic.paths.TRAJECTORY_KINDS`): "auto" (orbit or walk),
+            "orbit", "walk", "pan" (turning on the spot) or "mixed" (orbit, walk or pan).
         normalize: ImageNet-normalise the images.
         antialias: supersampling of the colour (1 = off; depth is always exact).
         path_frames: 0: the S views are spread over the whole camera path (wide baselines: with S = 2 an orbit's

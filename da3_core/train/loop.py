@@ -67,6 +67,7 @@ class TrainConfig:
     # model
     variant: str = "da3-tiny"
     timm_init: str = ""  # e.g. "vit_small_patch14_dinov2.lvd142m": initialise the ViT from timm's DINOv2 weights
+    init_from: str = ""  # fine-tune: start from these weights (folder / .safetensors / training .pt), fresh optimiser
     ref_view_strategy: str = "saddle_balanced"  # reference view of un-posed steps (the API default)
     pos_embed_init: str = "sincos"  # sincos | normal: from-scratch position embedding (da3_core.train.init)
     # data: synthetic scenes, token-budget batches (paper §3.4, scaled down)
@@ -76,6 +77,7 @@ class TrainConfig:
     resolutions: tuple[tuple[int, int], ...] = ((84, 112), (84, 84), (70, 112), (98, 126), (70, 98), (112, 112),
                                                 (112, 168))
     views: tuple[int, int] = (2, 8)
+    camera_path: str = "auto"  # synthetic trajectory kind: auto (orbit|walk) | orbit | walk | pan | mixed (+ pan)
     path_frames: int = 12  # N: views = S consecutive frames of an N-frame camera path; 0: spread over the whole path
     token_budget: int = 1000
     budget_tol: float = 0.4
@@ -174,6 +176,20 @@ def step_rng(seed: int, step: int, stream: int) -> np.random.Generator:
 # --- one forward + loss ---------------------------------------------------------------------------------------------
 
 
+def load_init_weights(net: nn.Module, source: str | Path, variant: str) -> None:
+    """Load all weights of ``net`` from a checkpoint folder (model.safetensors + config.json), a ``.safetensors``
+    file or a training checkpoint (``.pt``); strict, and a checkpoint that names its variant must name ``variant``."""
+    from da3_core.weights.loading import load_weights_strict, read_weights
+
+    if not Path(source).exists():
+        raise FileNotFoundError(f"init_from: {source} does not exist; give a weights folder, .safetensors or .pt file")
+    state, found = read_weights(source)
+    if found is not None and found != variant:
+        raise ValueError(f"init_from: {source} holds a {found} network but the config trains {variant}; "
+                         f"set variant: {found} or pick weights of {variant}")
+    load_weights_strict(net, state, str(source))
+
+
 def _targets_frame(w2c: torch.Tensor, ref_index: torch.Tensor | None) -> torch.Tensor:
     """(B, S, 4, 4) world-to-camera re-expressed in the reference view's camera (view 0 without ``ref_index``)."""
     T = to_homogeneous(w2c)
@@ -255,6 +271,8 @@ class Trainer:
             from da3_core.train.timm_init import init_backbone_from_timm
 
             init_backbone_from_timm(net, cfg.timm_init, pretrained=True)
+        if cfg.init_from and ckpt is None:
+            load_init_weights(net, cfg.init_from, cfg.variant)
         self.net = net.to(self.device)
         self.model = wrap_model(self.net, self.info, fsdp=cfg.fsdp)
 
@@ -272,7 +290,7 @@ class Trainer:
         # data
         self.dataset = SyntheticSceneDataset(cfg.num_scenes, resolutions=cfg.resolutions, views=cfg.views,
                                              kinds=cfg.scene_kinds, seed=cfg.data_seed, antialias=cfg.antialias,
-                                             path_frames=cfg.path_frames)
+                                             path=cfg.camera_path, path_frames=cfg.path_frames)
         self.batcher = TokenBudgetBatcher(cfg.token_budget, cfg.resolutions, cfg.views, cfg.budget_tol,
                                           max_batch=cfg.max_batch)
         self.sampler = TokenBudgetBatchSampler(self.batcher, cfg.num_scenes, cfg.steps_per_epoch, seed=cfg.data_seed,

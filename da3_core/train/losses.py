@@ -18,9 +18,12 @@ Conventions chosen where the paper is silent (all documented defaults of :class:
 - Point loss L_P: points from the *predicted* depth and *predicted* rays, ``t^ + D^ d^``, at depth resolution (the ray
   map is resampled onto the depth pixels with :func:`da3_core.train.targets.resample_rays`, exact for pinhole ray
   fields), against the ground-truth points; per pixel the mean absolute error over x, y, z.
-- Camera loss L_C on the 9-d encoding ``(t, q, f)``: L1 on t; L1 on the unit-normalised quaternion, taking the
-  smaller of ``|q^ - q|`` and ``|q^ + q|`` (q and -q are the same rotation); L1 on the two FoVs in radians (the
-  official encoding's "f"). The three parts are summed.
+- Camera loss L_C on the 9-d encoding ``(t, q, f)``: L1 on t; L1 between the decoder's raw quaternion and the unit
+  ground truth, taking the smaller of ``|q^ - q|`` and ``|q^ + q|`` (q and -q are the same rotation); L1 on the two
+  FoVs in radians (the official encoding's "f"). The three parts are summed. The raw quaternion is not normalised
+  before the loss: a norm-invariant loss lets |q^| grow without bound (every gradient step of a scale-invariant
+  function lengthens the vector) and divides the rotation gradient by |q^| -- a from-scratch run reached |q^| ~ 5.
+  The raw L1 also pulls |q^| to 1; inference normalises anyway (``quat_to_mat``).
 - L_grad (Eq. 3): ``|dx D^ - dx D|_1 + |dy D^ - dy D|_1`` with forward differences; a difference is valid only when
   both of its pixels are valid; each direction is averaged over its valid pairs.
 """
@@ -171,8 +174,8 @@ def camera_loss(enc: torch.Tensor, enc_gt: torch.Tensor, mask: torch.Tensor | No
                 eps: float = 1e-8) -> tuple[torch.Tensor, LossParts]:
     """L_C (paper §3.3) on the 9-d encoding ``[t(3), q xyzw(4), fov_h, fov_w]``.
 
-    ``L_C = mean_views(|t^ - t|_1) + mean_views(min(|q^n - q|_1, |q^n + q|_1)) + mean_views(|f^ - f|_1)`` with
-    ``q^n = q^ / |q^|`` (the decoder's raw quaternion may have any norm; rotations only depend on its direction).
+    ``L_C = mean_views(|t^ - t|_1) + mean_views(min(|q^ - q|_1, |q^ + q|_1)) + mean_views(|f^ - f|_1)`` with the
+    decoder's raw quaternion ``q^`` (not normalised: see the module notes) and the unit ground truth ``q``.
 
     Args:
         enc, enc_gt: (B, S, 9).
@@ -184,7 +187,7 @@ def camera_loss(enc: torch.Tensor, enc_gt: torch.Tensor, mask: torch.Tensor | No
     enc = torch.where(valid[..., None], enc, _zero_like(enc) + 1.0)
     enc_gt = torch.where(valid[..., None], enc_gt, _zero_like(enc_gt) + 1.0)
     t_err = (enc[..., 0:3] - enc_gt[..., 0:3]).abs().sum(-1)
-    q = enc[..., 3:7] / enc[..., 3:7].norm(dim=-1, keepdim=True).clamp_min(eps)
+    q = enc[..., 3:7]
     q_gt = F.normalize(enc_gt[..., 3:7], dim=-1, eps=eps)
     q_err = torch.minimum((q - q_gt).abs().sum(-1), (q + q_gt).abs().sum(-1))
     f_err = (enc[..., 7:9] - enc_gt[..., 7:9]).abs().sum(-1)
@@ -214,9 +217,10 @@ def gradient_loss(depth: torch.Tensor, depth_gt: torch.Tensor, mask: torch.Tenso
 def pose_encoding_from_outputs(outputs: Mapping[str, torch.Tensor], image_hw: tuple[int, int]) -> torch.Tensor:
     """(B, S, 9) encoding of the network's predicted cameras.
 
-    Uses ``outputs["pose_enc"]`` when present (the raw camera-decoder output), else re-encodes the decoded
-    ``extrinsics`` / ``intrinsics`` with :func:`cameras_to_encoding` (differentiable; equal to the decoder output up
-    to the quaternion's norm and sign, which :func:`camera_loss` ignores).
+    Uses ``outputs["pose_enc"]`` when present (the raw camera-decoder output, which the network returns whenever
+    its camera head ran), else re-encodes the decoded ``extrinsics`` / ``intrinsics`` with
+    :func:`cameras_to_encoding` (ray-solved poses; differentiable, unit quaternion). Training on the raw output
+    matters: the re-encoded quaternion hides the decoder's |q^|, whose growth damps the rotation gradient.
     """
     if "pose_enc" in outputs:
         return outputs["pose_enc"]

@@ -111,6 +111,22 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             "file; download it again (check its size/sha256 against the model page).") from exc
 
 
+def read_weights(source: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """(tensors, variant name or None) of a checkpoint folder, a ``.safetensors`` file or a training checkpoint of
+    ``da3_core.train`` (``.pt``: the variant is its ``model_args``)."""
+    source = Path(source).expanduser()
+    if source.suffix in (".pt", ".pth") and source.is_file():
+        try:  # our trainer's own file: it also holds RNG states and the config, so not weights-only
+            obj = torch.load(source, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - torch raises many types for damaged files
+            raise WeightsError(f"cannot read {source} as a torch checkpoint ({exc}); is the file complete?") from exc
+        if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+            return obj["model"], (obj.get("model_args") or {}).get("variant")
+        return load_state_dict_file(source), None
+    path, variant = resolve_checkpoint(source)
+    return load_state_dict_file(path), variant
+
+
 def tied_aliases(model: nn.Module) -> dict[str, str]:
     """{alias key: first key} for state-dict entries that share one tensor (official: aux-head LayerNorm)."""
     first: dict[int, str] = {}

@@ -13,6 +13,7 @@ from da3_core.data.synthetic import (
     make_scene,
     make_trajectory,
     orbit,
+    pan,
     path_clearance,
     walkthrough,
 )
@@ -87,8 +88,23 @@ def test_handheld_jitter_bounded_smooth_deterministic():
     )
 
 
+def test_pan_turns_on_the_spot_by_the_scheduled_angles():
+    eye = np.array([1.0, -2.0, 1.5])
+    w2cs = pan(eye, 5, yaw_deg=(10.0, 90.0), pitch_deg=(0.0, 20.0))
+    np.testing.assert_allclose(camera_centers(w2cs), np.broadcast_to(eye, (5, 3)), atol=1e-12)
+    gaze = np.swapaxes(w2cs[:, :3, :3], 1, 2)[:, :, 2]  # optical axis (camera +z) in the world
+    yaw, pitch = np.radians(np.linspace(10.0, 90.0, 5)), np.radians(np.linspace(0.0, 20.0, 5))
+    want = np.stack((np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), -np.sin(pitch)), -1)
+    np.testing.assert_allclose(gaze, want, atol=1e-12)
+    # first and last views: level 10-degree heading vs 90 degrees pitched 20 down -> angle between the optical axes
+    cos = np.cos(np.radians(20.0)) * np.cos(np.radians(80.0))
+    assert np.degrees(np.arccos(gaze[0] @ gaze[-1])) == pytest.approx(np.degrees(np.arccos(cos)))
+    # no roll: the camera x axis stays horizontal
+    np.testing.assert_allclose(w2cs[:, 0, 2], 0.0, atol=1e-12)
+
+
 @pytest.mark.parametrize("kind", SCENE_KINDS)
-@pytest.mark.parametrize("traj", ["orbit", "walk"])
+@pytest.mark.parametrize("traj", ["orbit", "walk", "pan"])
 def test_trajectories_stay_in_free_space(kind, traj):
     for seed in range(3):
         scene = make_scene(kind, seed)
@@ -105,3 +121,6 @@ def test_trajectories_stay_in_free_space(kind, traj):
         np.testing.assert_array_equal(w2cs, make_trajectory(scene, 16, traj, seed=seed))
         # smooth: no jumps in orientation between neighbouring frames
         assert rotation_angle_deg(w2cs[:-1, :3, :3], w2cs[1:, :3, :3]).max() < 30.0
+        if traj == "pan":  # turning on the spot: the centre moves by the hand-held jitter only (<= 2 x 3 cm)
+            assert np.linalg.norm(c - c[0], axis=1).max() < 0.061
+            assert rotation_angle_deg(w2cs[:1, :3, :3], w2cs[-1:, :3, :3])[0] > 30.0

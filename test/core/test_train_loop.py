@@ -69,6 +69,28 @@ def test_steps_checkpoint_export(tmp_path: Path) -> None:
     assert np.isfinite(pred.depth).all()
 
 
+def test_init_from_loads_every_weight_and_checks_the_variant(tmp_path: Path) -> None:
+    """Fine-tuning starts from the shipped weights exactly (folder form) and from a training checkpoint (.pt)."""
+    from da3_core.weights.embedded import EMBEDDED_DEFAULT
+    from da3_core.weights.loading import read_weights, to_model_keys
+
+    want = to_model_keys(read_weights(EMBEDDED_DEFAULT)[0])
+    tr = Trainer(_cfg(tmp_path, init_from=str(EMBEDDED_DEFAULT)))
+    got = tr.net.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in want.items()) and len(want) > 100
+    fresh = Trainer(_cfg(tmp_path / "b"))  # without init_from: the from-scratch init differs
+    assert not torch.equal(fresh.net.state_dict()["cam_dec.fc_qvec.weight"], want["cam_dec.fc_qvec.weight"])
+    with torch.no_grad():
+        tr.net.cam_dec.fc_qvec.bias.add_(1.0)  # a changed weight, to see that the .pt form is read, not the folder
+    ckpt = tr.save()
+    from_pt = Trainer(_cfg(tmp_path / "e", init_from=str(ckpt))).net.state_dict()
+    assert all(torch.equal(from_pt[k], v) for k, v in tr.net.state_dict().items())
+    with pytest.raises(ValueError, match="da3-tiny network but the config trains da3-small"):
+        Trainer(_cfg(tmp_path / "c", init_from=str(EMBEDDED_DEFAULT), variant="da3-small"))
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        Trainer(_cfg(tmp_path / "d", init_from=str(tmp_path / "missing")))
+
+
 def test_nonfinite_steps_are_skipped_then_abort(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tr = Trainer(_cfg(tmp_path, max_steps=10, max_nonfinite=3))
     before = {k: v.clone() for k, v in tr.net.state_dict().items()}

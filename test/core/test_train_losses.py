@@ -97,7 +97,7 @@ def test_point_loss_by_hand():
 
 
 def test_camera_loss_quaternion_sign_and_norm():
-    pred = t([[[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, -2.0, 1.0, 1.0]]])  # q = -2 * identity: same rotation
+    pred = t([[[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 1.0, 1.0]]])  # q = -identity: the same rotation
     gt = t([[[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.5]]])
     loss, parts = camera_loss(pred, gt)
     assert parts["t"].item() == pytest.approx(1.0)
@@ -109,6 +109,22 @@ def test_camera_loss_quaternion_sign_and_norm():
     pred2[..., 3:7] = t([1.0, 0.0, 0.0, 0.0])
     assert camera_loss(pred2, gt)[1]["q"].item() == pytest.approx(2.0)
     assert camera_loss(pred, gt, torch.tensor([[False]]))[0].item() == 0.0
+    # the raw quaternion's norm is penalised (|-2 q + q| = 1 on w), so it cannot drift away from 1
+    pred3 = gt.clone()
+    pred3[..., 3:7] = t([0.0, 0.0, 0.0, -2.0])
+    assert camera_loss(pred3, gt)[1]["q"].item() == pytest.approx(1.0)
+
+
+def test_camera_loss_rotation_gradient_does_not_shrink_with_quaternion_norm():
+    """A long raw quaternion must not damp the rotation gradient (a normalised loss divides it by |q^|)."""
+    s10 = math.sin(math.radians(5.0))  # ground truth: 10 degrees about y
+    gt = t([[[0.0, 0.0, 0.0, 0.0, s10, 0.0, math.cos(math.radians(5.0)), 1.0, 1.0]]])
+    grads = []
+    for scale in (1.0, 5.0):
+        pred = t([[[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, scale, 1.0, 1.0]]]).requires_grad_(True)
+        camera_loss(pred, gt)[0].backward()  # only the q part depends on element 4 (q_y)
+        grads.append(pred.grad[0, 0, 4].item())
+    assert grads[0] == pytest.approx(-1.0) and grads[1] == pytest.approx(-1.0)
 
 
 def test_losses_are_nan_safe_in_gradients():

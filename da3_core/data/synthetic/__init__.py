@@ -18,7 +18,15 @@ from da3_core.data.synthetic.camera import (
     look_at,
     pixel_grid_uv,
 )
-from da3_core.data.synthetic.paths import handheld_jitter, make_trajectory, orbit, path_clearance, walkthrough
+from da3_core.data.synthetic.paths import (
+    TRAJECTORY_KINDS,
+    handheld_jitter,
+    make_trajectory,
+    orbit,
+    pan,
+    path_clearance,
+    walkthrough,
+)
 from da3_core.data.synthetic.primitives import Box, Plane, Room, Sphere
 from da3_core.data.synthetic.render import Frame, RayHits, cast_rays, render, render_sequence
 from da3_core.data.synthetic.scene import SCENE_KINDS, Scene, Sky, make_scene
@@ -26,6 +34,7 @@ from da3_core.data.synthetic.textures import Material, make_material
 
 __all__ = [
     "SCENE_KINDS",
+    "TRAJECTORY_KINDS",
     "Box",
     "Frame",
     "Material",
@@ -46,6 +55,7 @@ __all__ = [
     "make_scene",
     "make_trajectory",
     "orbit",
+    "pan",
     "path_clearance",
     "pixel_grid_uv",
     "render",

@@ -10,7 +10,9 @@ import numpy as np
 from da3_core.data.synthetic.camera import camera_centers, look_at, rotvec_to_matrix
 from da3_core.data.synthetic.scene import Scene
 
-__all__ = ["orbit", "walkthrough", "handheld_jitter", "make_trajectory", "path_clearance"]
+__all__ = ["orbit", "walkthrough", "pan", "handheld_jitter", "make_trajectory", "path_clearance", "TRAJECTORY_KINDS"]
+
+TRAJECTORY_KINDS = ("auto", "orbit", "walk", "pan", "mixed")
 
 
 def orbit(
@@ -101,6 +103,19 @@ def walkthrough(waypoints, n: int, *, look_ahead: float = 1.0, pitch_deg: float 
     return look_at(eyes, eyes + np.cos(p) * gaze - np.sin(p) * np.array([0.0, 0.0, 1.0]))
 
 
+def pan(eye, n: int, *, yaw_deg: tuple[float, float], pitch_deg: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """A camera standing at ``eye`` (3,) and turning: ``n`` poses whose heading goes linearly from ``yaw_deg[0]`` to
+    ``yaw_deg[1]`` (degrees from +x, counter-clockwise seen from above) and whose downward pitch goes from
+    ``pitch_deg[0]`` to ``pitch_deg[1]``. Every pose has the same centre, so neighbouring views differ by a pure
+    rotation (a homography). Returns (n, 4, 4) w2c."""
+    eye = np.asarray(eye, np.float64)
+    yaw = np.radians(np.linspace(yaw_deg[0], yaw_deg[1], n))
+    pitch = np.radians(np.linspace(pitch_deg[0], pitch_deg[1], n))
+    gaze = np.stack((np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), -np.sin(pitch)), -1)
+    eyes = np.broadcast_to(eye, gaze.shape)
+    return look_at(eyes, eyes + gaze)
+
+
 def _smooth_unit_noise(rng: np.random.Generator, n: int, dims: int) -> np.ndarray:
     """(n, dims) smooth noise, each row's norm <= 1 (sum of random low-frequency sinusoids)."""
     x = np.linspace(0.0, 1.0, n)[:, None]
@@ -179,6 +194,25 @@ def _walk_for(scene: Scene, n: int, rng: np.random.Generator, margin: float) -> 
     return w2cs
 
 
+def _pan_for(scene: Scene, n: int, rng: np.random.Generator, margin: float) -> np.ndarray | None:
+    """Stand at a random free point and turn 40-120 degrees (either way), pitch drifting within 0-25 degrees down."""
+    lo, hi = scene.bounds
+    for _ in range(300):
+        p = rng.uniform(lo, hi)
+        p[2] = rng.uniform(*scene.camera_z)
+        if scene.sdf(p)[0] > margin + 0.2:
+            break
+    else:
+        return None
+    if scene.kind != "room" and rng.random() < 0.5:  # outdoors: start facing the objects half the time
+        d = scene.free_center[:2] - p[:2]
+        start = np.degrees(np.arctan2(d[1], d[0]))
+    else:
+        start = rng.uniform(0.0, 360.0)
+    sweep = rng.uniform(40.0, 120.0) * rng.choice([-1.0, 1.0])
+    return pan(p, n, yaw_deg=(start - sweep / 2, start + sweep / 2), pitch_deg=tuple(rng.uniform(0.0, 25.0, 2)))
+
+
 def make_trajectory(
     scene: Scene,
     n: int,
@@ -194,16 +228,28 @@ def make_trajectory(
     """A collision-free camera path (n, 4, 4) w2c for ``scene``, deterministic in (scene, kind, seed).
 
     ``kind``: ``"orbit"`` (rooms: around the free centre looking outward; outdoors: around the objects looking
-    at them), ``"walk"`` (smooth walk through random free waypoints) or ``"auto"`` (either, by seed). Every camera
+    at them), ``"walk"`` (smooth walk through random free waypoints), ``"pan"`` (standing still and turning 40-120
+    degrees: neighbouring views differ by a rotation only), ``"auto"`` (orbit or walk, by seed) or ``"mixed"``
+    (orbit, walk or pan, by seed). Every camera
     centre (after optional hand-held jitter) is at least ``margin`` metres from every surface, inside
     ``scene.bounds``; raises RuntimeError if no such path is found in ``max_tries`` attempts.
     """
-    if kind not in ("auto", "orbit", "walk"):
-        raise ValueError(f"unknown trajectory kind {kind!r}")
+    if kind not in TRAJECTORY_KINDS:
+        raise ValueError(f"unknown trajectory kind {kind!r}; use one of {TRAJECTORY_KINDS}")
     rng = np.random.default_rng([seed, scene.seed, 7])
     for _ in range(max_tries):
-        k = kind if kind != "auto" else ("orbit", "walk")[int(rng.integers(2))]
-        w2cs = _orbit_for(scene, n, rng) if k == "orbit" else _walk_for(scene, n, rng, margin)
+        if kind == "auto":
+            k = ("orbit", "walk")[int(rng.integers(2))]
+        elif kind == "mixed":
+            k = ("orbit", "walk", "pan")[int(rng.integers(3))]
+        else:
+            k = kind
+        if k == "orbit":
+            w2cs = _orbit_for(scene, n, rng)
+        elif k == "walk":
+            w2cs = _walk_for(scene, n, rng, margin)
+        else:
+            w2cs = _pan_for(scene, n, rng, margin)
         if w2cs is None:
             continue
         if jitter:
