@@ -33,6 +33,8 @@ def test_embedded_default_beats_trivial_baselines(tmp_path: Path, capsys: pytest
     assert json.loads((tmp_path / "scores.json").read_text()) == json.loads(json.dumps(results))
     out = capsys.readouterr().out
     assert "protocol 'window'" in out and "protocol 'spread'" in out
+    assert out.count("depth better than constant depth and the untrained network (AbsRel, delta1): yes") == 2
+    assert out.count("poses learned (median rotation error below identity") == 2
     window = results["window"]
     trained = next(v for k, v in window.items() if k.startswith("trained"))
     untrained, const, ident = window["untrained network"], window["constant_depth"], window["identity_poses"]

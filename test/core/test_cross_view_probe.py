@@ -1,0 +1,48 @@
+"""training/cross_view_probe.py: its pairs are exact patch shifts with the matching yaw targets, and it runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "training"))
+
+import cross_view_probe as probe  # noqa: E402
+
+
+def test_pairs_are_patch_shifts_with_matching_yaw() -> None:
+    x, enc, shift = probe.shifted_pairs(6, (28, 56), 2, 5.0, torch.Generator().manual_seed(0))
+    assert x.shape == (6, 2, 3, 28, 56) and enc.shape == (6, 2, 9)
+    for b, s in enumerate(shift.tolist()):
+        px = s * probe.PATCH
+        first, second = x[b, 0], x[b, 1]
+        if px >= 0:  # the second view's column c shows the first view's column c + px
+            torch.testing.assert_close(second[..., : 56 - px], first[..., px:])
+        else:
+            torch.testing.assert_close(second[..., -px:], first[..., : 56 + px])
+    torch.testing.assert_close(probe.predicted_yaw_deg(enc), shift.float() * 5.0, atol=1e-4, rtol=0)
+    torch.testing.assert_close(enc[:, 0, 3:7], torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(6, 4))
+    assert set(shift.tolist()) <= {-2, -1, 0, 1, 2}
+
+
+def test_predicted_yaw_ignores_quaternion_sign_and_norm() -> None:
+    enc = torch.zeros(1, 2, 9)
+    half = torch.deg2rad(torch.tensor(10.0)) / 2
+    enc[0, 1, 4], enc[0, 1, 6] = -3 * torch.sin(half), -3 * torch.cos(half)  # -3 q: the same 10-degree yaw
+    assert probe.predicted_yaw_deg(enc).item() == pytest.approx(10.0, abs=1e-4)
+
+
+def test_probe_runs_and_reports() -> None:
+    rows = probe.main(["--steps", "2", "--eval-every", "1", "--size", "28", "42", "--threads", "1", "--max-shift", "1"])
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(torch.isfinite(torch.tensor(r["yaw_err"])) for r in rows)
+
+
+def test_brighter_control_labels_the_brighter_view() -> None:
+    x, enc, shift = probe.brighter_pairs(16, (28, 42), 3, 6.0, torch.Generator().manual_seed(1))
+    brighter = x[:, 1].mean((1, 2, 3)) > x[:, 0].mean((1, 2, 3))
+    assert torch.equal(shift, torch.where(brighter, 3, -3)) and 0 < int(brighter.sum()) < 16
+    torch.testing.assert_close(probe.predicted_yaw_deg(enc), shift.float() * 6.0, atol=1e-4, rtol=0)
