@@ -180,7 +180,7 @@ def _model_text(args: argparse.Namespace) -> str:
     if args.weights:
         return f"checkpoint {args.weights}"
     if embedded_default_available():
-        return (f"embedded default da3-tiny ({EMBEDDED_DEFAULT}; 4.8 M parameters trained 41 min on a CPU: weak, "
+        return (f"embedded default da3-tiny ({EMBEDDED_DEFAULT}; 4.8 M parameters trained 39 min on a CPU: weak, "
                 "see its TRAINING.md); pass --weights <official checkpoint> for real results")
     return "UNTRAINED recipe weights: the figures below are meaningless; pass --weights <official checkpoint>"
 
