@@ -17,7 +17,9 @@ FSDP (big models, e.g. da3-giant): :func:`wrap_model` with ``fsdp=True`` shards 
 rest of the model with ``torch.distributed.fsdp.fully_shard`` (FSDP2, PyTorch >= 2.6). Checkpoints then need the
 full state dict gathered on rank 0 (``torch.distributed.checkpoint.state_dict.get_model_state_dict`` with
 ``full_state_dict=True, cpu_offload=True``); :mod:`da3_core.train.checkpoint` does this when the model is sharded.
-FSDP is only exercised on CUDA machines; the tests cover DDP (gloo, CPU).
+The tests run both with 2 gloo CPU processes (gradients equal single-process ones; the FSDP2 state dict gathered for
+a checkpoint equals the unsharded one). Not tested: FSDP2 on CUDA, and resuming an FSDP2 run (the optimiser state
+is saved as rank 0's shard only).
 """
 
 from __future__ import annotations
