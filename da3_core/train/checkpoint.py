@@ -50,14 +50,33 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Full (unsharded, unwrapped) state dict on CPU; gathers FSDP2-sharded parameters when needed."""
+def is_sharded(model: nn.Module) -> bool:
+    """True for an FSDP2 model (its parameters are DTensor shards)."""
     model = model.module if hasattr(model, "module") else model
-    if any(type(p).__name__ == "DTensor" for p in model.parameters()):  # FSDP2
+    return any(type(p).__name__ == "DTensor" for p in model.parameters())
+
+
+def model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Full (unsharded, unwrapped) state dict on CPU. For an FSDP2 model this gathers the shards: a collective that
+    every rank must call; rank 0 receives the tensors, the other ranks an empty dict."""
+    model = model.module if hasattr(model, "module") else model
+    if is_sharded(model):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def optimizer_state_dict(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimiser's state; for an FSDP2 model the full (gathered) state keyed by parameter name -- a collective
+    like :func:`model_state_dict`."""
+    model = model.module if hasattr(model, "module") else model
+    if is_sharded(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(model, optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return optimizer.state_dict()
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -76,13 +95,19 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any, scaler: Any, data: dict[str, int], config: dict[str, Any],
                     model_args: dict[str, Any], counters: dict[str, Any] | None = None,
-                    extra: dict[str, Any] | None = None, keep_last: int = 3) -> Path:
-    """Atomically write ``ckpt_<step>.pt`` and prune to the newest ``keep_last``. Call on the master only."""
+                    extra: dict[str, Any] | None = None, keep_last: int = 3,
+                    model_state: dict[str, torch.Tensor] | None = None,
+                    optimizer_state: dict[str, Any] | None = None) -> Path:
+    """Atomically write ``ckpt_<step>.pt`` and prune to the newest ``keep_last``. Call on the master only.
+
+    ``model_state`` / ``optimizer_state``: states gathered beforehand on every rank (:func:`model_state_dict`,
+    :func:`optimizer_state_dict`); needed for FSDP2, whose gathering is a collective. Taken from the objects if None.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     payload = {
-        "model": model_state_dict(model),
-        "optimizer": optimizer.state_dict(),
+        "model": model_state if model_state is not None else model_state_dict(model),
+        "optimizer": optimizer_state if optimizer_state is not None else optimizer_state_dict(model, optimizer),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": rng_state(),
@@ -117,13 +142,26 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, optimizer:
 def load_checkpoint(path: str | Path, model: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None,
                     scheduler: Any = None, scaler: Any = None, restore_rng: bool = True,
                     map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load ``path`` and restore the given objects (strict model load); returns the checkpoint dict."""
+    """Load ``path`` and restore the given objects (strict model load); returns the checkpoint dict. An FSDP2 model
+    (and its optimiser) is loaded from the full state by every rank, each keeping its own shard."""
     ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    if model is not None:
-        bare = model.module if hasattr(model, "module") else model
-        bare.load_state_dict(ckpt["model"], strict=True)
-    if optimizer is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
+    bare = model.module if model is not None and hasattr(model, "module") else model
+    if bare is not None and is_sharded(bare):
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        opts = StateDictOptions(full_state_dict=True, strict=True)
+        set_model_state_dict(bare, ckpt["model"], options=opts)
+        if optimizer is not None:
+            set_optimizer_state_dict(bare, optimizer, ckpt["optimizer"], options=opts)
+    else:
+        if bare is not None:
+            bare.load_state_dict(ckpt["model"], strict=True)
+        if optimizer is not None:
+            optimizer.load_state_dict(ckpt["optimizer"])
     if scheduler is not None and ckpt.get("scheduler") is not None:
         scheduler.load_state_dict(ckpt["scheduler"])
     if scaler is not None and ckpt.get("scaler") is not None:

@@ -17,9 +17,12 @@ FSDP (big models, e.g. da3-giant): :func:`wrap_model` with ``fsdp=True`` shards 
 rest of the model with ``torch.distributed.fsdp.fully_shard`` (FSDP2, PyTorch >= 2.6). Checkpoints then need the
 full state dict gathered on rank 0 (``torch.distributed.checkpoint.state_dict.get_model_state_dict`` with
 ``full_state_dict=True, cpu_offload=True``); :mod:`da3_core.train.checkpoint` does this when the model is sharded.
-The tests run both with 2 gloo CPU processes (gradients equal single-process ones; the FSDP2 state dict gathered for
-a checkpoint equals the unsharded one). Not tested: FSDP2 on CUDA, and resuming an FSDP2 run (the optimiser state
-is saved as rank 0's shard only).
+Gathering FSDP2 shards is a collective, so every rank takes part in writing a checkpoint or the final export
+(``Trainer.save`` / ``fit``); the optimiser state is gathered too. The tests run both with 2 gloo CPU processes
+(gradients equal single-process ones; the gathered state equals the unsharded one; a ``torchrun`` FSDP2 run writes
+full checkpoints and a loadable export). Known gap: *resuming* an FSDP2 run fails on the DualDPT head's tied
+auxiliary LayerNorm parameters (FSDP2 shards one of the two names only, and loading the full state then mixes
+tensors and DTensors); FSDP2 on CUDA has not been run.
 """
 
 from __future__ import annotations

@@ -40,7 +40,14 @@ from da3_core.api import normalize_input_extrinsics
 from da3_core.geometry.transforms import invert_extrinsics, to_homogeneous
 from da3_core.registry import build_network
 from da3_core.train.batching import TokenBudgetBatcher, TokenBudgetBatchSampler
-from da3_core.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from da3_core.train.checkpoint import (
+    is_sharded,
+    latest_checkpoint,
+    load_checkpoint,
+    model_state_dict,
+    optimizer_state_dict,
+    save_checkpoint,
+)
 from da3_core.train.data import SyntheticSceneDataset
 from da3_core.train.distributed import DistInfo, all_reduce_mean, setup_distributed, wrap_model
 from da3_core.train.init import init_weights
@@ -420,12 +427,16 @@ class Trainer:
 
     # --- checkpoints / eval ---------------------------------------------------------------------------------------
     def save(self) -> Path | None:
+        """Write a checkpoint (master). Every rank must call this: gathering FSDP2 shards is a collective."""
+        model_state = model_state_dict(self.net)
+        optimizer_state = optimizer_state_dict(self.net, self.optimizer)
         if not self.master:
             return None
         return save_checkpoint(self.out_dir, self.step, self.net, self.optimizer, self.scheduler, self.scaler,
                                data={"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch},
                                config=self.cfg.resolved(), model_args={"variant": self.cfg.variant},
-                               counters=self.counters, keep_last=self.cfg.keep_last)
+                               counters=self.counters, keep_last=self.cfg.keep_last, model_state=model_state,
+                               optimizer_state=optimizer_state)
 
     def evaluate(self) -> dict[str, float]:
         from da3_core.eval.synthetic_benchmark import evaluate_network, heldout_keys
@@ -436,12 +447,19 @@ class Trainer:
         self.net.train()
         return scores
 
-    def export(self, folder: str | Path) -> Path:
-        """Write ``folder/model.safetensors`` (official layout) + ``config.json`` for ``DA3.from_pretrained``."""
+    def export(self, folder: str | Path, state: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write ``folder/model.safetensors`` (official layout) + ``config.json`` for ``DA3.from_pretrained``.
+        ``state``: the full state gathered on every rank (:func:`model_state_dict`), needed for an FSDP2 model."""
         from da3_core.weights.loading import save_weights
 
         folder = Path(folder)
-        path = save_weights(self.net, folder / "model.safetensors", variant=self.cfg.variant)
+        net = self.net
+        if is_sharded(self.net):
+            if state is None:
+                raise ValueError("export of an FSDP2 model needs the gathered state: pass model_state_dict(net)")
+            net = build_network(self.cfg.variant)
+            net.load_state_dict(state, strict=True)
+        path = save_weights(net, folder / "model.safetensors", variant=self.cfg.variant)
         (folder / "config.json").write_text(json.dumps({"model_name": self.cfg.variant, "step": self.step}, indent=2)
                                             + "\n")
         return path
@@ -478,8 +496,9 @@ class Trainer:
                 self.save()
         if bar is not None:
             bar.close()
+        final_state = model_state_dict(self.net) if is_sharded(self.net) else None  # a collective: every rank
         if self.master:
-            self.export(self.out_dir / "final")
+            self.export(self.out_dir / "final", final_state)
             self.log({"event": "done", "step": self.step, **self.counters})
             if self._tb is not None:
                 self._tb.close()

@@ -102,3 +102,35 @@ def test_ddp_gradients_match_single_process(fsdp: bool) -> None:
                                        msg=lambda m, n=name: f"{n}: {m}")
     # both ranks hold the same averaged gradient
     assert all(torch.equal(got[0][n], got[1][n]) for n in ref)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:FSDP2-wrapped module:UserWarning")
+def test_fsdp2_training_writes_full_checkpoints_and_export(tmp_path) -> None:
+    """``torchrun --nproc_per_node 2 training/train.py --fsdp=true`` on gloo: checkpoints and the final export hold
+    the whole, unsharded network (gathering the shards is a collective every rank joins; it used to abort rank 0)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from da3_core.api import DA3
+    from da3_core.registry import build_network
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "run"
+    args = ["--variant=da3-tiny", "--resolutions=[[42,56]]", "--views=[2,3]", "--token_budget=72", "--budget_tol=0.5",
+            "--num_workers=0", "--threads=1", "--eval_interval=0", "--log_interval=1", "--ckpt_interval=2",
+            "--max_steps=2", "--warmup_steps=1", "--progress=false", "--fsdp=true", f"--out_dir={out}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), str(root / "training" / "train.py"), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(out / "ckpt_00000002.pt", map_location="cpu", weights_only=False)
+    want = build_network("da3-tiny").state_dict()
+    assert ckpt["model"].keys() == want.keys()
+    assert all(ckpt["model"][k].shape == v.shape and type(ckpt["model"][k]) is torch.Tensor for k, v in want.items())
+    assert ckpt["optimizer"]["state"]  # the gathered AdamW moments
+    model = DA3.from_pretrained(out / "final", device="cpu")
+    final = model.network.state_dict()
+    assert all(torch.equal(final[k], ckpt["model"][k]) for k in want)  # the export is the last step's network
