@@ -427,9 +427,12 @@ class Trainer:
 
     # --- checkpoints / eval ---------------------------------------------------------------------------------------
     def save(self) -> Path | None:
-        """Write a checkpoint (master). Every rank must call this: gathering FSDP2 shards is a collective."""
-        model_state = model_state_dict(self.net)
-        optimizer_state = optimizer_state_dict(self.net, self.optimizer)
+        """Write a checkpoint (master). Every rank must call this: gathering FSDP2 shards is a collective; without
+        FSDP2 only the master reads the states (inside :func:`save_checkpoint`)."""
+        model_state = optimizer_state = None
+        if is_sharded(self.net):
+            model_state = model_state_dict(self.net)
+            optimizer_state = optimizer_state_dict(self.net, self.optimizer)
         if not self.master:
             return None
         return save_checkpoint(self.out_dir, self.step, self.net, self.optimizer, self.scheduler, self.scaler,
