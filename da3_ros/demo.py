@@ -136,7 +136,7 @@ class Recorder:
         client = self.node.create_client(SaveMap, "/reconstruct/save_map")
         if not client.wait_for_service(timeout_sec=10.0):
             raise RuntimeError("the node's ~/save_map service did not appear")
-        future = client.call_async(SaveMap.Request(output_dir=str(out_dir)))
+        future = client.call_async(SaveMap.Request(output_dir=str(out_dir)))  # inside the node's save_map_root
         end = time.monotonic() + timeout
         while not future.done() and time.monotonic() < end:
             self.rclpy.spin_once(self.node, timeout_sec=0.1)
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     node_cmd = [sys.executable, "-m", "da3_ros.reconstruct_node", "--ros-args",
                 "-p", "use_sim_time:=true", "-p", "input_qos:=reliable", "-p", "input_queue_depth:=50",
                 "-p", f"window_size:={WINDOW}", "-p", f"overlap:={OVERLAP}", "-p", f"process_res:={args.process_res}",
-                "-p", "voxel_size:=0.0", "-p", "max_pending_windows:=16",
+                "-p", "voxel_size:=0.0", "-p", "max_pending_windows:=16", "-p", f"save_map_root:={out}",
                 "-p", f"use_compressed:={'true' if compressed else 'false'}",
                 "-r", f"image:={image_topic}", "-r", f"image/compressed:={image_topic}"]
     if info_topic:

@@ -70,6 +70,8 @@ PARAMS: tuple[Param, ...] = (
           range=(0.0, 100.0)),
     Param("cloud_stride", 2, "pixel stride of the window cloud", range=(1, 16)),
     Param("diagnostics_rate_hz", 1.0, "diagnostics publish rate (Hz)", range=(0.1, 10.0), read_only=False),
+    Param("save_map_root", "", "~/save_map writes only below this folder (requests are relative to it; paths that "
+          "resolve outside it are refused); '' = $ROS_HOME/da3_maps (~/.ros/da3_maps)"),
 )
 BY_NAME = {p.name: p for p in PARAMS}
 
@@ -126,3 +128,32 @@ def pipeline_config(values: dict[str, Any]):
                           min_motion=v["min_motion"], voxel_size=v["voxel_size"] or None,
                           map_max_points=v["map_max_points"], cloud_conf_percentile=v["cloud_conf_percentile"],
                           cloud_stride=v["cloud_stride"], max_pending_windows=v["max_pending_windows"])
+
+
+YAML_HEADER = ("# reconstruct node parameters (defaults). Used by launch/reconstruct.launch.py; copy and edit for your "
+               "robot.\n# Every value is checked at start-up: an invalid one stops the node with a message naming it "
+               "and its range.\n")
+
+
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def parameter_yaml(node_name: str = "reconstruct") -> str:
+    """``config/reconstruct.yaml``: every parameter with its default, description, choices and range (regenerate the
+    file with ``python -m da3_ros.params > config/reconstruct.yaml``; a test keeps them equal)."""
+    lines = [YAML_HEADER.rstrip("\n"), f"{node_name}:", "  ros__parameters:"]
+    for p in PARAMS:
+        note = p.description + (f" ({' | '.join(p.choices)})" if p.choices else "")
+        if p.range is not None:
+            note += f" [{p.range[0]:g}, {p.range[1]:g}]"
+        lines += [f"    # {note}", f"    {p.name}: {_yaml_value(p.default)}"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(parameter_yaml(), end="")

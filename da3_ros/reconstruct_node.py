@@ -29,7 +29,6 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -69,6 +68,7 @@ from da3_ros.conversions import (
     ns_to_stamp,
     stamp_to_ns,
 )
+from da3_ros.output_root import OutsideRootError, resolve_output_dir
 from da3_ros.params import PARAMS, check_value, descriptor, pipeline_config, validate
 from da3_ros.pointcloud import points_to_pointcloud2
 
@@ -401,7 +401,12 @@ class ReconstructNode(Node):
         return response
 
     def _on_save_map(self, request, response):
-        out = Path(request.output_dir or "da3_map").expanduser()
+        try:  # only below save_map_root: any DDS participant may call this service
+            out = resolve_output_dir(self.values["save_map_root"], request.output_dir)
+        except OutsideRootError as exc:
+            response.success, response.message = False, str(exc)
+            self.get_logger().warning(str(exc))
+            return response
         try:
             written = self.pipeline.save_outputs(out)
         except Exception as exc:  # noqa: BLE001 - report, never crash

@@ -240,6 +240,21 @@ def collector(env: dict, **kwargs):
         c.close()
 
 
+def call_service(col: Collector, srv_type, name: str, request, timeout: float = 10.0):
+    """Call service ``name`` from the collector's node (its spin thread completes the future); the response."""
+    client = col.node.create_client(srv_type, name)
+    try:
+        assert client.wait_for_service(timeout_sec=timeout), f"service {name} did not appear"
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert future.done(), f"no response from {name}"
+        return future.result()
+    finally:
+        col.node.destroy_client(client)
+
+
 # --- message helpers --------------------------------------------------------------------------------------------------
 
 def stamp_ns(stamp) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from da3_ros.params import BY_NAME, PARAMS, validate
+from da3_ros.params import BY_NAME, PARAMS, parameter_yaml, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,6 +20,11 @@ def test_parameter_file_lists_every_parameter_with_a_valid_default():
     for p in PARAMS:
         assert values[p.name] == p.default, p.name
     assert validate(values) == []
+
+
+def test_parameter_file_is_the_generated_one():
+    """config/reconstruct.yaml = `python -m da3_ros.params` (descriptions, ranges and choices from the table)."""
+    assert (ROOT / "config" / "reconstruct.yaml").read_text() == parameter_yaml()
 
 
 def test_validation_names_the_parameter_and_its_range():

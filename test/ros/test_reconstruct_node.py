@@ -31,6 +31,7 @@ from node_helpers import (
     NODE_MODULE,
     NODE_OUTPUTS,
     REPO,
+    call_service,
     collector,
     diagnostics,
     gt_c2w_in_map,
@@ -119,17 +120,8 @@ def set_parameter(col, node_name, name, value, timeout=10.0):
     from rcl_interfaces.srv import SetParameters
     from rclpy.parameter import Parameter
 
-    client = col.node.create_client(SetParameters, f"/{node_name}/set_parameters")
-    try:
-        assert client.wait_for_service(timeout_sec=timeout), "set_parameters service did not appear"
-        future = client.call_async(SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()]))
-        deadline = time.monotonic() + timeout
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.02)  # the collector's spin thread completes the future
-        assert future.done(), f"no set_parameters response for {name}"
-        return future.result().results[0]
-    finally:
-        col.node.destroy_client(client)
+    request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+    return call_service(col, SetParameters, f"/{node_name}/set_parameters", request, timeout).results[0]
 
 
 # --- 1. the oracle: every output against the known scene --------------------------------------------------------------
