@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SYNTHETIC_TOPICS", "GT_WORLD_FRAME", "GT_CAMERA_FRAME", "CAMERA_FRAME", "BagWriter", "BagInfo",
+__all__ = ["robot_topics", "write_robot_bag",
+           "SYNTHETIC_TOPICS", "GT_WORLD_FRAME", "GT_CAMERA_FRAME", "CAMERA_FRAME", "BagWriter", "BagInfo",
            "TopicInfo", "bag_dir", "typestore", "to_rosbags", "msgtype_of", "write_synthetic_bag",
            "write_folder_bag", "parse_intrinsics", "read_messages", "read_raw", "bag_info", "find_image_topic",
            "find_camera_info_topic", "find_gt_topics"]
@@ -218,6 +219,79 @@ def write_synthetic_bag(spec: str, out: str | Path, storage: str | None = None, 
             if names["tf"]:
                 tf = c2w_to_transform(c2w, _header(stamp, GT_WORLD_FRAME), GT_CAMERA_FRAME)
                 bag.write(names["tf"], stamp, TFMessage(transforms=[tf]))
+        return bag.path
+
+
+def robot_topics(n_cameras: int) -> dict[str, str]:
+    """Topic names of a robot bag (:func:`write_robot_bag`): ``image<k>``, ``camera_info<k>``, ``depth_gt<k>``,
+    ``pose_gt<k>`` per camera, ``odom``, ``tf``, ``tf_static``, ``base_gt``."""
+    out = {"odom": "/odom", "tf": "/tf", "tf_static": "/tf_static", "base_gt": "/ground_truth/base_pose"}
+    for k in range(n_cameras):
+        out.update({f"image{k}": f"/cam{k}/image_raw", f"camera_info{k}": f"/cam{k}/camera_info",
+                    f"depth_gt{k}": f"/cam{k}/depth_gt", f"pose_gt{k}": f"/cam{k}/pose_gt"})
+    return out
+
+
+def write_robot_bag(spec: str, out: str | Path, storage: str | None = None, overwrite: bool = False) -> Path:
+    """Record a synthetic robot (:class:`da3_ros.robot_sim.RobotSequence`, ``spec`` 'robot:...') as a robot records:
+    ``/tf`` odom -> base_link and ``/odom`` (nav_msgs/Odometry) from the wheel-like odometry (slip, drift, noise) at
+    its own rate; ``/tf_static`` base_link -> cam<k>_link -> cam<k>_optical_frame (once, latched when played);
+    per camera ``/cam<k>/image_raw`` (rgb8) + ``camera_info`` stamped alike; ground truth on separate topics only:
+    ``/cam<k>/depth_gt`` (32FC1 metres), ``/cam<k>/pose_gt`` (camera-to-world in ``world_gt``) and
+    ``/ground_truth/base_pose`` (base_link in ``world_gt``). Odometry at an image stamp is written before the images.
+    Returns the bag directory."""
+    from geometry_msgs.msg import PoseWithCovariance, Twist, TwistWithCovariance
+    from nav_msgs.msg import Odometry
+    from tf2_msgs.msg import TFMessage
+
+    from da3_core.geometry.rigid import invert_rigid
+    from da3_ros.conversions import (
+        c2w_to_pose,
+        c2w_to_pose_stamped,
+        c2w_to_transform,
+        depth_to_image_msg,
+        make_camera_info,
+    )
+    from da3_ros.robot_sim import BASE_FRAME, ODOM_FRAME, OPTICAL_FROM_LINK, RobotSequence, camera_frame, camera_link
+
+    robot = RobotSequence(spec)
+    names = robot_topics(robot.n_cameras)
+    h, w = robot.hw
+    odom_stamps, odom = robot.odom_stamps_ns, robot.odometry
+    image_at = {robot.stamp_ns(i): i for i in range(len(robot))}
+    dt = 1.0 / robot.odom_hz
+    with BagWriter(out, storage, overwrite=overwrite) as bag:
+        statics = []
+        for k in range(robot.n_cameras):
+            statics.append(c2w_to_transform(robot.mounts[k], _header(odom_stamps[0], BASE_FRAME), camera_link(k)))
+            statics.append(c2w_to_transform(OPTICAL_FROM_LINK, _header(odom_stamps[0], camera_link(k)),
+                                            camera_frame(k)))
+        bag.write(names["tf_static"], int(odom_stamps[0]), TFMessage(transforms=statics))
+        for j, stamp in enumerate(int(s) for s in odom_stamps):
+            T = odom[j]
+            step = invert_rigid(odom[j - 1]) @ T if j else np.eye(4)
+            twist = Twist()
+            twist.linear.x, twist.linear.y, twist.linear.z = (float(v / dt) for v in step[:3, 3])
+            twist.angular.z = float(np.arctan2(step[1, 0], step[0, 0]) / dt)
+            bag.write(names["tf"], stamp, TFMessage(transforms=[c2w_to_transform(T, _header(stamp, ODOM_FRAME),
+                                                                                 BASE_FRAME)]))
+            bag.write(names["odom"], stamp, Odometry(header=_header(stamp, ODOM_FRAME), child_frame_id=BASE_FRAME,
+                                                     pose=PoseWithCovariance(pose=c2w_to_pose(T)),
+                                                     twist=TwistWithCovariance(twist=twist)))
+            i = image_at.get(stamp)
+            if i is None:
+                continue
+            bag.write(names["base_gt"], stamp, c2w_to_pose_stamped(robot.base_in_world(i),
+                                                                   _header(stamp, GT_WORLD_FRAME)))
+            for k in range(robot.n_cameras):
+                view = robot.view(k, i)
+                header = _header(stamp, camera_frame(k))
+                bag.write(names[f"image{k}"], stamp, _rgb_image(view.rgb, header))
+                bag.write(names[f"camera_info{k}"], stamp, make_camera_info(view.K, w, h, header))
+                bag.write(names[f"depth_gt{k}"], stamp, depth_to_image_msg(view.depth,
+                                                                           _header(stamp, GT_CAMERA_FRAME)))
+                bag.write(names[f"pose_gt{k}"], stamp, c2w_to_pose_stamped(invert_rigid(view.w2c),
+                                                                           _header(stamp, GT_WORLD_FRAME)))
         return bag.path
 
 

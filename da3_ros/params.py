@@ -34,14 +34,19 @@ PARAMS: tuple[Param, ...] = (
     Param("ref_view", "first", "reference view of each window", choices=("first", "middle", "saddle_balanced",
                                                                           "saddle_sim_range")),
     Param("use_ray_pose", False, "poses from the ray head (slower, more accurate) instead of the camera head"),
-    Param("oracle_sequence", "", "oracle predictor: the SyntheticSequence spec the images come from"),
+    Param("oracle_sequence", "", "oracle predictor: the SyntheticSequence spec the images come from (or a robot spec, "
+          "'robot:...', see da3_ros.robot_sim)"),
+    Param("oracle_mode", "relative", "oracle predictor: 'relative' (true geometry, reported as relative), 'metric' "
+          "(reported as metric) or 'random_sim3' (each window moved and scaled at random, as a relative network's "
+          "windows are)", choices=("relative", "metric", "random_sim3")),
     # input
     Param("use_compressed", False, "subscribe to sensor_msgs/CompressedImage on '<image>/compressed'"),
     Param("use_camera_info", True, "pair images with CameraInfo (known focal: metric depth with metric models)"),
     Param("camera_info_tolerance_s", 0.02, "largest stamp difference for image / CameraInfo pairing (s)",
           range=(0.0, 1.0)),
     Param("pose_source_frame", "", "pose conditioning: look up TF <this frame> -> camera optical frame at each image "
-          "stamp and condition the network on it ('' = off, e.g. 'odom'; must differ from map_frame)"),
+          "stamp (through the whole chain, e.g. odom -> base_link -> camera_link -> optical) and condition the "
+          "network on it ('' = off, e.g. 'odom'; must differ from map_frame)"),
     Param("pose_tf_tolerance_s", 0.05, "pose conditioning: largest gap between an image stamp and the TF history "
           "still served by the nearest transform (s)", range=(0.0, 1.0)),
     Param("pose_source_metric", True, "pose conditioning: the pose source is in metres (REP-103 TF), so conditioned "
@@ -60,7 +65,20 @@ PARAMS: tuple[Param, ...] = (
     # map / outputs
     Param("map_frame", "map", "fixed frame of poses, TF and clouds"),
     Param("camera_frame", "", "camera optical frame id ('' = the image header's frame_id)"),
-    Param("publish_tf", True, "broadcast map -> camera optical frame on /tf"),
+    Param("publish_tf", True, "broadcast the map frame on /tf (map -> odom on a robot, map -> camera for a free "
+          "camera: tf_mode)"),
+    Param("tf_mode", "auto", "'auto': map -> odom when the camera frame has a parent in /tf or /tf_static (REP-105), "
+          "else map -> camera; or force 'map_to_odom' / 'map_to_camera'",
+          choices=("auto", "map_to_odom", "map_to_camera")),
+    Param("odom_frame", "", "the frame map -> X is published to ('' = the top of the camera's TF chain, normally "
+          "odom)"),
+    Param("base_frame", "base_link", "robot base frame: pose and path are of it on a robot (pose_frame)"),
+    Param("pose_frame", "auto", "what pose and path describe: 'auto' (base_frame when it is an ancestor of the "
+          "camera, else the camera), 'base' or 'camera'", choices=("auto", "base", "camera")),
+    Param("tf_future_dating_s", 0.1, "map -> odom is stamped this much after the image it comes from, as "
+          "localisation nodes do (s)", range=(0.0, 2.0)),
+    Param("map_tf_rate_hz", 10.0, "re-publish the newest map -> odom, stamped now + tf_future_dating_s, at this rate "
+          "(Hz, 0 = only with new images)", range=(0.0, 100.0)),
     Param("voxel_size", 0.05, "map voxel size in map units (0 = 1 % of the first window's median depth)",
           range=(0.0, 10.0)),
     Param("map_max_points", 2_000_000, "largest number of map voxels kept", range=(1000, 50_000_000)),
@@ -127,7 +145,13 @@ def pipeline_config(values: dict[str, Any]):
     return PipelineConfig(window_size=v["window_size"], overlap=v["overlap"], min_interval_s=v["min_interval_s"],
                           min_motion=v["min_motion"], voxel_size=v["voxel_size"] or None,
                           map_max_points=v["map_max_points"], cloud_conf_percentile=v["cloud_conf_percentile"],
-                          cloud_stride=v["cloud_stride"], max_pending_windows=v["max_pending_windows"])
+                          cloud_stride=v["cloud_stride"], max_pending_windows=v["max_pending_windows"],
+                          map_origin="first_pose" if uses_tf(v) else "first_camera")
+
+
+def uses_tf(values: dict[str, Any]) -> bool:
+    """Whether the node reads /tf and /tf_static: for pose conditioning or to find the camera's parent (REP-105)."""
+    return bool(values["pose_source_frame"]) or values["tf_mode"] != "map_to_camera"
 
 
 YAML_HEADER = ("# reconstruct node parameters (defaults). Used by launch/reconstruct.launch.py; copy and edit for your "

@@ -9,17 +9,19 @@ Topics (relative: remap them): in ``image`` (or ``image/compressed``), ``camera_
 REP-118, NaN invalid), ``confidence``, ``depth/camera_info``, ``pose``, ``path``, ``window_cloud``, ``map_cloud``,
 ``window`` (da3_ros_interfaces/WindowResult), ``/tf``, ``/diagnostics``. Services ``~/reset``, ``~/save_map``.
 
-Pose conditioning (``pose_source_frame``, e.g. ``odom``; off by default): the node also subscribes to ``/tf`` and
-``/tf_static`` (TRANSIENT_LOCAL), keeps them in a ROS-free :class:`~da3_core.stream.tf_buffer.TransformBuffer` (no
-tf2_ros dependency), and looks up ``T(pose_source_frame <- camera optical frame)`` at each image stamp (within
-``pose_tf_tolerance_s`` of the TF history, interpolated inside it) once the image left the CameraInfo pairing. The
-frame carries ``w2c = inv(T)``; a window whose frames all have a pose and a K is pose-conditioned (the network's
-poses are the given ones, depth in their units: metres when ``pose_source_metric``). Lookups are counted in the
-diagnostics (``pose_lookup_ok``, ``pose_lookup_failed_<reason>``), as are conditioned windows. The node never
-conditions on its own output: transforms whose parent is ``map_frame`` (what it broadcasts) are ignored, and
-``pose_source_frame`` must differ from ``map_frame``. The map frame stays the first window's first camera: with
-conditioning every window's poses are already in the pose source's frame and metric, so the chainer's SE(3)
-alignment (scale 1) of later windows recovers the same odom -> map transform as the first window's.
+TF (REP-105, :mod:`da3_core.stream.tf_tree`): the node reads ``/tf`` and ``/tf_static`` (:mod:`da3_ros.tf_io`).
+When the camera frame has a parent there (a robot: odom -> base_link -> ... -> camera), it publishes only the
+correction map -> odom (the top of the camera's chain, or ``odom_frame``), future-dated by ``tf_future_dating_s``
+and re-published at ``map_tf_rate_hz``, and ``pose`` / ``path`` are of ``base_frame``; the map starts at odom's
+pose of the first frame. A free camera (no TF) gets map -> camera, the map being its first pose. The node never gives
+a frame a second parent (``tf_mode`` forces either). Transforms whose parent is ``map_frame`` are never used.
+
+Pose conditioning (``pose_source_frame``, e.g. ``odom``; off by default): the node looks up
+``T(pose_source_frame <- camera optical frame)`` through the TF chain at each image stamp (within
+``pose_tf_tolerance_s`` of the history, interpolated inside it) once the image left the CameraInfo pairing; the frame
+carries ``w2c = inv(T)`` and a window whose frames all have a pose and a K is pose-conditioned (its poses are the
+given ones, depth in their units: metres when ``pose_source_metric``). Lookups are counted in the diagnostics
+(``pose_lookup_ok``, ``pose_lookup_failed_<reason>``), as are conditioned windows.
 """
 
 from __future__ import annotations
@@ -49,15 +51,14 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
 from da3_core.geometry.rigid import invert_rigid
-from da3_core.geometry.rotations import quat_xyzw_to_rotation
 from da3_core.stream.frame import Frame, FrameError
 from da3_core.stream.pairing import IntrinsicsPairer
 from da3_core.stream.pipeline import StreamPipeline, WindowResult
-from da3_core.stream.tf_buffer import TransformBuffer, TransformLookupError
+from da3_core.stream.tf_buffer import TransformLookupError
+from da3_core.stream.tf_tree import MapTfPlanner
 from da3_ros.conversions import (
     c2w_to_pose,
     c2w_to_pose_stamped,
-    c2w_to_transform,
     camera_info_to_K,
     compressed_to_rgb,
     conf_to_image_msg,
@@ -69,23 +70,12 @@ from da3_ros.conversions import (
     stamp_to_ns,
 )
 from da3_ros.output_root import OutsideRootError, resolve_output_dir
-from da3_ros.params import PARAMS, check_value, descriptor, pipeline_config, validate
+from da3_ros.params import PARAMS, check_value, descriptor, pipeline_config, uses_tf, validate
 from da3_ros.pointcloud import points_to_pointcloud2
+from da3_ros.tf_io import TfListener, transform_msgs
 
 DEFAULT_CAMERA_FRAME = "camera_optical_frame"
-TF_CACHE_S = 10.0  # TF history kept per edge for pose conditioning
-
-
-def transform_msg_to_matrix(tf) -> np.ndarray:
-    """geometry_msgs/Transform -> (4, 4) ``T_parent_child``; ValueError for non-finite values or a quaternion whose
-    norm is off 1 by more than 1 % (tf2 rejects those too)."""
-    q = np.array([tf.rotation.x, tf.rotation.y, tf.rotation.z, tf.rotation.w], dtype=np.float64)
-    t = np.array([tf.translation.x, tf.translation.y, tf.translation.z], dtype=np.float64)
-    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(t))) or abs(np.linalg.norm(q) - 1.0) > 1e-2:
-        raise ValueError(f"bad transform: translation {t.tolist()}, rotation xyzw {q.tolist()}")
-    T = np.eye(4)
-    T[:3, :3], T[:3, 3] = quat_xyzw_to_rotation(q), t
-    return T
+TF_CACHE_S = 10.0  # TF history kept per edge (pose conditioning, map -> odom)
 
 
 class ParameterError(ValueError):
@@ -126,9 +116,10 @@ class ReconstructNode(Node):
         self._latency: deque[float] = deque(maxlen=100)
         self._input_times: deque[float] = deque(maxlen=100)
         self._closing = False
+        self._tf_lock = threading.Lock()
         self.pose_source = v["pose_source_frame"]
-        self._tf: TransformBuffer | None = None
-        if self.pose_source and hasattr(predictor, "pose_is_metric"):
+        if hasattr(predictor, "use_known_poses"):  # frames carry their odom poses on a robot: condition only if asked
+            predictor.use_known_poses = bool(self.pose_source)
             predictor.pose_is_metric = bool(v["pose_source_metric"])  # units of the conditioned windows
 
         # outputs: per-frame products reliable with a short history; the map and the path latched for late RViz
@@ -146,13 +137,12 @@ class ReconstructNode(Node):
         self.pub_tf = self.create_publisher(TFMessage, "/tf", _qos(True, 100))
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", _qos(True, 10))
 
-        # pose source first (a camera that waits for the image subscription then finds it too)
-        if self.pose_source:  # what tf2's listener does: /tf volatile, /tf_static latched, both reliable
-            self._tf = TransformBuffer(cache_time_s=TF_CACHE_S)
-            self._tf_tolerance_ns = int(round(v["pose_tf_tolerance_s"] * 1e9))
-            self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False), _qos(True, 100))
-            self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
-                                     _qos(True, 100, latched=True))
+        # TF first (a camera that waits for the image subscription then finds it too)
+        self._tf_tolerance_ns = int(round(v["pose_tf_tolerance_s"] * 1e9))
+        self._tf = TfListener(self, self.map_frame, TF_CACHE_S, on_stored=self._on_tf_stored) if uses_tf(v) else None
+        self.tf_plan = MapTfPlanner(self.map_frame, None if self._tf is None else self._tf.buffer, v["tf_mode"],
+                                    v["odom_frame"], v["base_frame"], v["pose_frame"],
+                                    int(round(v["tf_future_dating_s"] * 1e9)), self._tf_tolerance_ns)
 
         # inputs: sensor-data QoS by default (camera drivers publish best effort)
         in_qos = qos_profile_sensor_data if v["input_qos"] == "sensor_data" else _qos(True, v["input_queue_depth"])
@@ -167,7 +157,7 @@ class ReconstructNode(Node):
         if v["use_camera_info"]:
             tol = v["camera_info_tolerance_s"]
             self._pairer = IntrinsicsPairer(self._camera_info_K, tolerance_s=tol, wait_s=max(0.2, 5.0 * tol),
-                                            ready=self._pose_ready if v["pose_source_frame"] else None)
+                                            ready=self._pose_ready if self._tf is not None else None)
             self.create_subscription(CameraInfo, "camera_info", self._on_info, in_qos)
             # wall-clock timer: frames still waiting for a CameraInfo leave after their wait, even when /clock stops
             self.create_timer(0.05, self._poll_pairs, clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -176,6 +166,8 @@ class ReconstructNode(Node):
         self.create_service(SaveMap, "~/save_map", self._on_save_map)
         self._map_timer = self.create_timer(1.0 / v["map_publish_rate_hz"], self._publish_map)
         self._diag_timer = self.create_timer(1.0 / v["diagnostics_rate_hz"], self._publish_diagnostics)
+        if self._tf is not None and v["publish_tf"] and v["map_tf_rate_hz"] > 0:
+            self.create_timer(1.0 / v["map_tf_rate_hz"], self._republish_map_tf)
         self.pipeline.start(on_result=self._on_window, on_error=self._on_worker_error)
         self.get_logger().info(f"reconstruct: {self.model_text}; window {v['window_size']} (overlap {v['overlap']}); "
                                f"camera_info {'on' if v['use_camera_info'] else 'off'}")
@@ -216,42 +208,35 @@ class ReconstructNode(Node):
     def _poll_pairs(self) -> None:
         self._submit(self._pairer.poll(time.monotonic()))
 
-    def _on_tf(self, msg: TFMessage, static: bool) -> None:
-        ignored = rejected = stored = 0
-        for t in msg.transforms:
-            parent, child = t.header.frame_id.lstrip("/"), t.child_frame_id.lstrip("/")
-            if parent == self.map_frame:  # our own map -> camera broadcast (or someone else's map): never a source
-                ignored += 1
-                continue
-            try:
-                ok = self._tf.add(parent, child, stamp_to_ns(t.header.stamp), transform_msg_to_matrix(t.transform),
-                                  static=static)
-            except ValueError as exc:
-                rejected += 1
-                self.get_logger().warning(f"ignored TF {parent!r} -> {child!r}: {exc}", throttle_duration_sec=5.0)
-                continue
-            stored += int(ok)
-        with self._lock:
-            self.counts["tf_transforms_stored"] += stored
-            if ignored:
-                self.counts["tf_transforms_ignored_map_frame"] += ignored
-            if rejected:
-                self.counts["tf_transforms_rejected"] += rejected
-        if stored and self._pairer is not None:  # frames waiting for this pose can go now
+    def _on_tf_stored(self) -> None:
+        if self._pairer is not None:  # frames waiting for their pose can go now
             self._submit(self._pairer.poll(time.monotonic()))
 
+    def _known_pose_frame(self, camera_frame: str) -> str | None:
+        """The frame a camera's known pose is looked up in: the pose source, else (on a robot) the top of the
+        camera's TF chain (the map then starts at its pose); None for a free camera."""
+        return self.pose_source or self.tf_plan.root_of(camera_frame)
+
     def _pose_ready(self, frame: Frame) -> bool:
-        """Whether TF already has the camera pose at the frame's stamp (images may arrive before their TF)."""
+        """Whether TF already has the camera pose at the frame's stamp (images may arrive before their TF); a free
+        camera (no parent) never waits."""
+        target = self._known_pose_frame(frame.frame_id)
+        if target is None:
+            return True
         try:
-            self._tf.lookup(self.pose_source, frame.frame_id, frame.stamp_ns, self._tf_tolerance_ns)
+            self._tf.buffer.lookup(target, frame.frame_id, frame.stamp_ns, self._tf_tolerance_ns)
         except TransformLookupError:
             return False
         return True
 
     def _with_pose(self, frame: Frame) -> Frame:
-        """The frame with its known pose (w2c in the pose source's frame) from TF, when the lookup succeeds."""
+        """The frame with its known pose (w2c in the pose source's / odom's frame) from TF, when the lookup
+        succeeds."""
+        target = self._known_pose_frame(frame.frame_id)
+        if target is None:
+            return frame
         try:
-            T = self._tf.lookup(self.pose_source, frame.frame_id, frame.stamp_ns, self._tf_tolerance_ns)
+            T = self._tf.buffer.lookup(target, frame.frame_id, frame.stamp_ns, self._tf_tolerance_ns)
         except TransformLookupError as exc:
             with self._lock:
                 self.counts[f"pose_lookup_failed_{exc.reason}"] += 1
@@ -314,31 +299,38 @@ class ReconstructNode(Node):
             self.get_logger().warning(f"window {res.window_index} could not be chained to the map ({res.method}); "
                                       "its poses are a guess and its points are kept out of the map",
                                       throttle_duration_sec=5.0)
-        transforms = []
         for cf in new:
             header = Header(stamp=ns_to_stamp(cf.stamp_ns), frame_id=cf.frame_id)
             h, w = cf.depth.shape
             self._publish(self.pub_depth, depth_to_image_msg(cf.depth, header, invalid=cf.sky))
             self._publish(self.pub_conf, conf_to_image_msg(cf.conf, header))
             self._publish(self.pub_info, make_camera_info(cf.K, w, h, header))
-            map_header = Header(stamp=header.stamp, frame_id=self.map_frame)
-            self._publish(self.pub_pose, c2w_to_pose_stamped(cf.c2w, map_header))
-            transforms.append(c2w_to_transform(cf.c2w, map_header, cf.frame_id))
             latency = self.get_clock().now().nanoseconds - cf.stamp_ns
             with self._lock:
                 self._latency.append(latency / 1e9)
-        if self.values["publish_tf"] and transforms:
-            self._publish(self.pub_tf, TFMessage(transforms=transforms))
         if new:
+            with self._tf_lock:  # map -> odom (robot) or map -> camera, and the pose of base_link or the camera
+                plan = self.tf_plan.outputs(new[0].frame_id, [(cf.stamp_ns, cf.c2w) for cf in new])
+                stamps, poses = self.tf_plan.trajectory()
+            for stamp, T in plan.poses:
+                self._publish(self.pub_pose, c2w_to_pose_stamped(T, Header(stamp=ns_to_stamp(stamp),
+                                                                           frame_id=self.map_frame)))
+            if self.values["publish_tf"] and plan.transforms:
+                self._publish(self.pub_tf, transform_msgs(plan.transforms))
             last = Header(stamp=ns_to_stamp(new[-1].stamp_ns), frame_id=self.map_frame)
             if len(res.points):
                 self._publish(self.pub_window_cloud, points_to_pointcloud2(res.points, res.colors, last))
-            stamps, poses = self.pipeline.trajectory()
             self._publish(self.pub_path, make_path(stamps, poses, self.map_frame))
             self._publish(self.pub_window, self._window_msg(res, last))
         with self._lock:
             self.counts["windows_out"] += 1
             self.counts["frames_out"] += len(new)
+
+    def _republish_map_tf(self) -> None:
+        with self._tf_lock:
+            tf = self.tf_plan.republish(self.get_clock().now().nanoseconds)
+        if tf is not None:
+            self._publish(self.pub_tf, transform_msgs([tf]))
 
     def _window_msg(self, res: WindowResult, header: Header) -> WindowResultMsg:
         msg = WindowResultMsg(header=header)
@@ -376,11 +368,17 @@ class ReconstructNode(Node):
             names = {"paired": "camera_info_paired", "unpaired": "camera_info_unpaired"}
             for key, n in self._pairer.counts.items():  # bad CameraInfo -> rejected_camera_info_<reason>
                 counts["rejected_" + key if key.startswith("camera_info_") else names.get(key, key)] = n
+        if self._tf is not None:
+            counts.update(self._tf.snapshot_counts())
+        with self._tf_lock:
+            counts.update(self.tf_plan.counts)
+            tf_mode, tf_root = self.tf_plan.mode, self.tf_plan.root
         stats = self.pipeline.stats()
         rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 and times[-1] > times[0] else 0.0
         pose_counts = dict(getattr(self.pipeline.predictor, "counts", {}))
         values = {"model": self.model_text, "input_rate_hz": f"{rate:.2f}",
                   "pose_source": f"TF {self.pose_source}" if self.pose_source else "off",
+                  "tf_mode": tf_mode or "undecided", "map_tf_child": (tf_root or "<camera>") if tf_mode else "",
                   **{f"windows_{k}": str(n) for k, n in sorted(pose_counts.items())},
                   "latency_p50_s": f"{np.median(lat):.3f}" if lat else "n/a",
                   "metric": str(self.pipeline.is_metric), **{k: str(v) for k, v in sorted(counts.items())},
@@ -397,6 +395,8 @@ class ReconstructNode(Node):
     # --- services ------------------------------------------------------------------------------------------------
     def _on_reset(self, request, response):
         self.pipeline.reset()
+        with self._tf_lock:
+            self.tf_plan.reset()
         response.success, response.message = True, "window, chain, map and trajectory cleared"
         return response
 

@@ -2,7 +2,9 @@
 
 Map frame: the camera of the very first frame (OpenCV optical axes, z forward) is the map origin; map units are
 the first window's units (metres for metric models). REP-103/105: ``map`` here is simply a fixed world frame;
-nothing assumes z-up.
+nothing assumes z-up. With ``origin="first_pose"`` and a known pose on the first frame (``Frame.pose_w2c``, e.g.
+odom -> camera from TF) the map instead coincides with that pose's frame at the start: the first camera's map pose is
+its known pose (on a robot: map = odom at the first frame, z up as odom is, so map -> odom starts at identity).
 
 Each later window is aligned by a Sim(3) ``X_map = s R X_win + t`` (SE(3), ``s = 1``, for metric predictions)
 fitted with confidence-weighted Umeyama on 3-D correspondences: the same pixels of the frames shared with the
@@ -108,7 +110,10 @@ class WindowChainer:
 
     def __init__(self, mode: str = "auto", max_correspondences: int = 20000, min_correspondences: int = 30,
                  conf_percentile: float | None = 20.0, robust: str | None = "irls", irls_iters: int = 3,
-                 huber_k: float = 2.0, seed: int = 0):
+                 huber_k: float = 2.0, seed: int = 0, origin: str = "first_camera"):
+        if origin not in ("first_camera", "first_pose"):
+            raise ValueError(f"origin must be 'first_camera' or 'first_pose', got {origin!r}")
+        self.origin = origin
         if mode not in ("auto", "sim3", "se3"):
             raise ValueError(f"mode must be auto, sim3 or se3, got {mode!r}")
         if robust not in (None, "irls", "ransac"):
@@ -145,7 +150,10 @@ class WindowChainer:
         c2w_win = np.stack([invert_rigid(E) for E in pred.w2c])
         shared = [i for i, f in enumerate(frames) if f.stamp_ns in self._prev]
         if not self.initialized:
-            s, R, t = 1.0, c2w_win[0, :3, :3].T, -c2w_win[0, :3, :3].T @ c2w_win[0, :3, 3]  # map := first camera
+            T = invert_rigid(c2w_win[0])  # map := first camera
+            if self.origin == "first_pose" and frames[0].pose_w2c is not None:  # map := the known pose's frame
+                T = invert_rigid(frames[0].pose_w2c) @ T
+            s, R, t = 1.0, T[:3, :3], T[:3, 3]
             res = ChainResult(frames=[], transform=sim3_matrix(s, R, t), scale=s, method="first")
             self.is_metric = bool(pred.is_metric)
         elif pred.pose_conditioned and self._prev_conditioned and self._prev_transform is not None:

@@ -64,6 +64,7 @@ class PipelineConfig:
     insert_unchained: bool = False  # put clouds of windows that could not be chained into the map anyway
     max_pending_windows: int = 1  # live mode: 1 = latest wins; more = queue windows (bag replay without drops)
     keep_depth_frames: int = 64  # per-frame depth kept for save_outputs (0 disables)
+    map_origin: str = "first_camera"  # or "first_pose": the map starts at the first frame's known pose (chaining)
     seed: int = 0
 
 
@@ -113,7 +114,7 @@ class StreamPipeline:
         self.window = SlidingWindow(cfg.window_size, cfg.overlap, cfg.min_interval_s, cfg.min_motion)
         self.chainer = WindowChainer(mode=cfg.chain_mode, max_correspondences=cfg.chain_correspondences,
                                      conf_percentile=cfg.chain_conf_percentile, robust=cfg.chain_robust,
-                                     seed=cfg.seed)
+                                     seed=cfg.seed, origin=cfg.map_origin)
         self.map: VoxelMap | None = None if cfg.voxel_size is None else VoxelMap(cfg.voxel_size, cfg.map_max_points)
         self.counts: Counter[str] = Counter()
         self._lock = threading.RLock()  # chainer, map, trajectory, depth history

@@ -33,6 +33,9 @@ class WindowPrediction:
         is_metric: depth and translations are in metres (pose-conditioned windows: when the given poses are).
         timings: seconds per stage (e.g. ``{"predict_s": ...}``).
         pose_conditioned: ``w2c`` are the given (known) poses, in the pose source's frame (e.g. odom).
+        own_w2c: (S, 4, 4) the predictor's own estimate of the cameras (in its own window frame) when ``w2c`` are the
+            given poses and it has one (the oracle: the true motion), else None; ``own_is_metric``: it is in metres.
+            The drift monitor compares it with the given (odometry) poses.
     """
 
     depth: np.ndarray
@@ -43,6 +46,8 @@ class WindowPrediction:
     is_metric: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     pose_conditioned: bool = False
+    own_w2c: np.ndarray | None = None
+    own_is_metric: bool = False
 
 
 class Predictor(Protocol):
@@ -171,11 +176,14 @@ class OraclePredictor:
     - ``random_transform=True`` then moves each window by a random, known Sim(3) ``X -> s R X + t`` (scale fixed at
       1 when ``is_metric``), recorded in ``applied`` as (4, 4) matrices; depth scales by ``s``.
     - ``conf_fn(frame, depth) -> (H, W)`` sets the confidence (default all ones); ``sky_fn`` likewise a bool mask.
+    - ``use_known_poses=True``: a window whose frames all carry a known pose (``Frame.pose_w2c``) is pose-conditioned
+      as the network's API does it: the given poses come back (``pose_conditioned``, metres when ``pose_is_metric``)
+      with the true depth, and the truth's own poses (as above) go to ``own_w2c``.
     """
 
     def __init__(self, truth: TruthFn, window_frame: str = "first", random_transform: bool = False,
                  is_metric: bool = False, seed: int = 0, conf_fn: Callable | None = None,
-                 sky_fn: Callable | None = None):
+                 sky_fn: Callable | None = None, use_known_poses: bool = False, pose_is_metric: bool = True):
         if window_frame not in ("first", "world"):
             raise ValueError(f"window_frame must be 'first' or 'world', got {window_frame!r}")
         self.truth = truth
@@ -184,6 +192,8 @@ class OraclePredictor:
         self.is_metric = bool(is_metric)
         self.rng = np.random.default_rng(seed)
         self.conf_fn, self.sky_fn = conf_fn, sky_fn
+        self.use_known_poses, self.pose_is_metric = bool(use_known_poses), bool(pose_is_metric)
+        self.counts: Counter[str] = Counter()
         self.applied: list[np.ndarray] = []
 
     def predict(self, frames: list[Frame]) -> WindowPrediction:
@@ -199,6 +209,7 @@ class OraclePredictor:
             if self.sky_fn is not None:
                 sky.append(np.asarray(self.sky_fn(f, d), dtype=bool))
         depth_a, w2c_a = np.stack(depth), np.stack(w2c)
+        true_depth = depth_a
         if self.window_frame == "first":
             w2c_a = w2c_a @ np.linalg.inv(w2c_a[0])  # world := first camera: w2c_i' = w2c_i c2w_0
         T = np.eye(4)
@@ -212,6 +223,12 @@ class OraclePredictor:
             moved[:, 3] = [0.0, 0.0, 0.0, 1.0]
             w2c_a, depth_a = moved, (depth_a * np.float32(s)).astype(np.float32)
         self.applied.append(T)
-        return WindowPrediction(depth=depth_a, conf=np.stack(conf), sky=np.stack(sky) if sky else None, w2c=w2c_a,
-                                K=np.stack(K), is_metric=self.is_metric,
-                                timings={"predict_s": time.perf_counter() - t0})
+        common = dict(conf=np.stack(conf), sky=np.stack(sky) if sky else None, K=np.stack(K))
+        if self.use_known_poses and all(f.pose_w2c is not None for f in frames):
+            self.counts["pose_conditioned"] += 1
+            given = np.stack([np.asarray(f.pose_w2c, dtype=np.float64).reshape(4, 4) for f in frames])
+            return WindowPrediction(depth=true_depth, w2c=given, is_metric=self.pose_is_metric, pose_conditioned=True,
+                                    own_w2c=w2c_a, own_is_metric=self.is_metric and not self.random_transform,
+                                    timings={"predict_s": time.perf_counter() - t0}, **common)
+        return WindowPrediction(depth=depth_a, w2c=w2c_a, is_metric=self.is_metric,
+                                timings={"predict_s": time.perf_counter() - t0}, **common)

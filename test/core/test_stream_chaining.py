@@ -111,3 +111,21 @@ def test_chainer_validates_arguments():
         WindowChainer(mode="affine")
     with pytest.raises(ValueError):
         WindowChainer(robust="lms")
+
+
+def test_first_pose_origin_puts_the_map_at_the_known_pose_frame():
+    """origin="first_pose": the first frame's known pose (e.g. odom -> camera) places the map; metric oracle windows
+    moved at random come out in that pose's frame (here the truth's world frame): c2w = the true c2w."""
+    from dataclasses import replace
+
+    frames, truth = make_frames(10)
+    frames[0] = replace(frames[0], pose_w2c=truth[frames[0].stamp_ns][1])  # only the first frame needs a pose
+    oracle = OraclePredictor(truth_fn(truth), random_transform=True, is_metric=True, seed=5)
+    results = _run(frames, oracle, WindowChainer(robust="irls", origin="first_pose"))
+    for _, res in results:
+        for cf in res.frames:
+            np.testing.assert_allclose(cf.c2w, np.linalg.inv(truth[cf.stamp_ns][1]), atol=1e-6)
+    # without a known pose on the first frame the map stays the first camera
+    frames[0] = replace(frames[0], pose_w2c=None)
+    plain = _run(frames, OraclePredictor(truth_fn(truth)), WindowChainer(origin="first_pose"))
+    np.testing.assert_allclose(plain[0][1].frames[0].c2w, np.eye(4), atol=1e-9)
