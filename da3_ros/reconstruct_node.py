@@ -34,6 +34,7 @@ from dataclasses import replace
 
 import numpy as np
 import rclpy
+from da3_ros_interfaces.msg import DriftReport
 from da3_ros_interfaces.msg import WindowResult as WindowResultMsg
 from da3_ros_interfaces.srv import SaveMap
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -134,6 +135,7 @@ class ReconstructNode(Node):
         self.pub_window_cloud = self.create_publisher(PointCloud2, "window_cloud", _qos(True, 2))
         self.pub_map = self.create_publisher(PointCloud2, "map_cloud", _qos(True, 1, latched=True))
         self.pub_window = self.create_publisher(WindowResultMsg, "window", _qos(True, 10))
+        self.pub_drift = self.create_publisher(DriftReport, "drift", _qos(True, 10))
         self.pub_tf = self.create_publisher(TFMessage, "/tf", _qos(True, 100))
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", _qos(True, 10))
 
@@ -322,6 +324,8 @@ class ReconstructNode(Node):
                 self._publish(self.pub_window_cloud, points_to_pointcloud2(res.points, res.colors, last))
             self._publish(self.pub_path, make_path(stamps, poses, self.map_frame))
             self._publish(self.pub_window, self._window_msg(res, last))
+        if res.drift is not None:
+            self._publish(self.pub_drift, self._drift_msg(res.drift, new[0].frame_id if new else ""))
         with self._lock:
             self.counts["windows_out"] += 1
             self.counts["frames_out"] += len(new)
@@ -346,6 +350,15 @@ class ReconstructNode(Node):
         msg.window_index = int(res.window_index)
         msg.frames_dropped = int(self.pipeline.stats().get("worker_dropped", 0))
         return msg
+
+    @staticmethod
+    def _drift_msg(d, frame_id: str) -> DriftReport:
+        return DriftReport(header=Header(stamp=ns_to_stamp(d.stamp_ns), frame_id=frame_id),
+                           window_index=d.window_index, duration_s=d.duration_s,
+                           odometry_distance_m=d.odometry_distance_m, estimate_distance=d.estimate_distance,
+                           estimate_is_metric=d.estimate_is_metric, distance_ratio=d.distance_ratio,
+                           estimate_source=d.estimate_source, scale=d.scale, slip=d.slip,
+                           rotation_drift_deg=d.rotation_drift_deg, translation_drift_m=d.translation_drift_m)
 
     def _on_worker_error(self, exc: BaseException, window) -> None:
         with self._lock:
@@ -374,6 +387,10 @@ class ReconstructNode(Node):
             counts.update(self.tf_plan.counts)
             tf_mode, tf_root = self.tf_plan.mode, self.tf_plan.root
         stats = self.pipeline.stats()
+        drift = self.pipeline.drift.latest
+        if drift is not None:  # the newest window's odometry check and the worst slip so far
+            counts.update(drift_slip=f"{drift.slip:.4f}", drift_rotation_deg=f"{drift.rotation_drift_deg:.3f}",
+                          drift_max_abs_slip=f"{self.pipeline.drift.max_abs_slip:.4f}")
         rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 and times[-1] > times[0] else 0.0
         pose_counts = dict(getattr(self.pipeline.predictor, "counts", {}))
         values = {"model": self.model_text, "input_rate_hz": f"{rate:.2f}",

@@ -4,15 +4,15 @@ odometry (slip, drift, noise), with exact ground truth. ROS-free (numpy); the ba
 One spec string describes everything, so every process that parses it (bag writer, the node's oracle, a test) sees
 the same robot::
 
-    robot:kind=room,seed=0,frames=30,size=168x126,fov=70,fps=10,t0=1,cameras=3,slip=0.25,slip_t=1.5-2.5,drift=2,noise=0
+    robot:kind=room,seed=0,frames=30,size=168x126,fov=70,fps=10,t0=1,cameras=3,slip=0.25,slip_t=0.5-1.5,drift=2,noise=0
 
 Keys: those of :class:`~da3_core.data.synthetic.sequence.SequenceSpec` (``path`` is always a walk) plus
 - ``cameras`` (1-3): 1 = front; 2 = front-left / front-right; 3 = left / front / right (``baseline`` m apart
   sideways, 25 degrees apart in yaw), all pitched 8 degrees down, mounted ``mount_z`` m above base_link;
 - odometry: ``slip`` (wheel slip: the odometry's travelled distance is (1 + slip) x the true one) during
-  ``slip_t=A-B`` (seconds of stream time, default the whole run); ``drift`` (yaw drift, degrees per metre travelled);
-  ``noise`` (relative standard deviation of each odometry step's translation, with the same in radians per metre for
-  its yaw); ``odom_hz`` (odometry rate, a multiple of fps so every image stamp has an odometry sample).
+  ``slip_t=A-B`` (seconds since the first image, default the whole run); ``drift`` (yaw drift, degrees per metre
+  travelled); ``noise`` (relative standard deviation of each odometry step's translation, with the same in radians
+  per metre for its yaw); ``odom_hz`` (odometry rate, a multiple of fps so every image stamp has an odometry sample).
 
 Frames (REP-105 / REP-103): the world is ``world_gt`` (ground truth only); odometry is ``odom -> base_link`` (odom =
 base_link at the first sample); the rig is static ``base_link -> cam{k}_link -> cam{k}_optical_frame`` (link: x

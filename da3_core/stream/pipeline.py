@@ -31,9 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from da3_core.stream.chaining import ChainedFrame, WindowChainer, unproject_pixels_as
+from da3_core.geometry.rigid import invert_rigid
+from da3_core.stream.chaining import ChainedFrame, ChainResult, WindowChainer, unproject_pixels_as
+from da3_core.stream.drift import DriftMonitor, DriftSample
 from da3_core.stream.frame import Frame, FrameError, validate_frame
-from da3_core.stream.predictor import Predictor
+from da3_core.stream.predictor import Predictor, WindowPrediction
 from da3_core.stream.voxel_map import VoxelMap
 from da3_core.stream.window import SlidingWindow, Window
 from da3_core.stream.worker import InferenceWorker
@@ -65,6 +67,8 @@ class PipelineConfig:
     max_pending_windows: int = 1  # live mode: 1 = latest wins; more = queue windows (bag replay without drops)
     keep_depth_frames: int = 64  # per-frame depth kept for save_outputs (0 disables)
     map_origin: str = "first_camera"  # or "first_pose": the map starts at the first frame's known pose (chaining)
+    drift_min_distance_m: float = 0.05  # drift monitor: windows whose odometry moved less are not compared
+    drift_reference_windows: int = 3  # drift monitor: windows that set a relative estimate's scale
     seed: int = 0
 
 
@@ -89,6 +93,7 @@ class WindowResult:
     is_metric: bool
     rebased: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    drift: DriftSample | None = None  # odometry vs DA3 over this window (frames with known poses only)
 
     @property
     def new_frames(self) -> list[ChainedFrame]:
@@ -116,6 +121,7 @@ class StreamPipeline:
                                      conf_percentile=cfg.chain_conf_percentile, robust=cfg.chain_robust,
                                      seed=cfg.seed, origin=cfg.map_origin)
         self.map: VoxelMap | None = None if cfg.voxel_size is None else VoxelMap(cfg.voxel_size, cfg.map_max_points)
+        self.drift = DriftMonitor(cfg.drift_min_distance_m, cfg.drift_reference_windows)
         self.counts: Counter[str] = Counter()
         self._lock = threading.RLock()  # chainer, map, trajectory, depth history
         self._window_lock = threading.Lock()  # the sliding window (callback thread vs reset)
@@ -226,6 +232,7 @@ class StreamPipeline:
                 if self._depth.maxlen:
                     self._depth.append(cf)
             self._tail = window.frames[len(window.frames) - self.cfg.overlap:] if self.cfg.overlap else []
+            drift = self._drift(window, pred, chain)
             self.counts["windows"] += 1
             self.counts[f"chain_{chain.method}"] += 1
             self.counts["rebased"] += int(rebased)
@@ -237,7 +244,25 @@ class StreamPipeline:
                             scale=chain.scale, transform=chain.transform, residual=chain.residual,
                             residual_rel=chain.residual_rel, n_correspondences=chain.n_correspondences,
                             method=chain.method, chained=chain.chained, is_metric=chain.is_metric, rebased=rebased,
-                            timings=timings)
+                            timings=timings, drift=drift)
+
+    def _drift(self, window: Window, pred: WindowPrediction, chain: ChainResult) -> DriftSample | None:
+        """Drift sample of the window's first camera when all its frames carry a known (odometry) pose."""
+        idx = [i for i, f in enumerate(window.frames) if f.frame_id == window.frames[0].frame_id]
+        if len(idx) < 2 or any(window.frames[i].pose_w2c is None for i in idx):
+            return None
+        odometry = invert_rigid(np.stack([window.frames[i].pose_w2c for i in idx]))
+        if not pred.pose_conditioned:
+            estimate, metric, source = np.stack([chain.frames[i].c2w for i in idx]), chain.is_metric, "chained"
+        elif pred.own_w2c is not None:
+            estimate, metric, source = invert_rigid(pred.own_w2c[idx]), pred.own_is_metric, "own"
+        else:  # the window's poses are the odometry's: nothing independent to compare
+            self.counts["drift_unavailable_conditioned"] += 1
+            return None
+        stamps = [window.frames[i].stamp_ns for i in idx]
+        sample = self.drift.update(window.index, stamps, estimate, metric, odometry, source)
+        self.counts["drift_samples" if sample is not None else "drift_skipped_small_motion"] += 1
+        return sample
 
     def _auto_voxel(self, frames: list[ChainedFrame]) -> float:
         with np.errstate(invalid="ignore"):
@@ -302,6 +327,7 @@ class StreamPipeline:
             self._tail = []
             self._epoch += 1
             self.is_metric = None
+            self.drift.reset()
             self.counts["resets"] += 1
 
     def map_snapshot(self) -> tuple[np.ndarray, np.ndarray]:

@@ -39,6 +39,7 @@ NODE_OUTPUTS = {
     "map_cloud": ("PointCloud2", 1, True),
     "window_cloud": ("PointCloud2", 2, False),
     "window": ("WindowResult", 10, False),
+    "drift": ("DriftReport", 10, False),
     "/tf": ("TFMessage", 100, False),
     "/diagnostics": ("DiagnosticArray", 10, False),
 }
@@ -136,7 +137,7 @@ def node_params(spec: str, **overrides) -> dict:
 # --- the collector ----------------------------------------------------------------------------------------------------
 
 def _msg_types():
-    from da3_ros_interfaces.msg import WindowResult
+    from da3_ros_interfaces.msg import DriftReport, WindowResult
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseStamped
     from nav_msgs.msg import Path as PathMsg
@@ -145,7 +146,7 @@ def _msg_types():
 
     return {"Image": Image, "CameraInfo": CameraInfo, "PoseStamped": PoseStamped, "Path": PathMsg,
             "PointCloud2": PointCloud2, "WindowResult": WindowResult, "TFMessage": TFMessage,
-            "DiagnosticArray": DiagnosticArray}
+            "DiagnosticArray": DiagnosticArray, "DriftReport": DriftReport}
 
 
 class Collector:

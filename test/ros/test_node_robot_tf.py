@@ -56,8 +56,8 @@ def play(bag, env):
 
 
 def run_robot_bag(ros_env, tmp_path, spec: str, **overrides):
-    """Play the robot bag of ``spec`` to the node (oracle, otherwise default TF parameters); returns the collector's
-    messages: (tf, tf_static, windows, path, diagnostics)."""
+    """Play the robot bag of ``spec`` to the node (oracle, otherwise default TF parameters); returns the robot and the
+    collector's messages: {tf, tf_static, window, path, drift, diagnostics}."""
     robot = RobotSequence(spec)
     bag = bags.write_robot_bag(spec, tmp_path / "robot.mcap")
     params = node_params(spec, use_sim_time=True, input_qos="reliable", input_queue_depth=50, max_pending_windows=16,
@@ -77,7 +77,8 @@ def run_robot_bag(ros_env, tmp_path, spec: str, **overrides):
         n = 0 if col.last("path") is None else len(col.last("path").poses)
         assert n >= len(robot) - 4, f"{n} poses\n{diagnostics(col)}\n{node.output()}\n{player.output}"
         col.wait_for(lambda: False, 0.5)  # the last re-published map -> odom
-        out = col.get("/tf"), list(static), col.get("window"), col.last("path"), diagnostics(col)
+        out = {"tf": col.get("/tf"), "tf_static": list(static), "window": col.get("window"), "path": col.last("path"),
+               "drift": col.get("drift"), "diagnostics": diagnostics(col)}
         stop_cleanly(node, signal.SIGINT, timeout=20.0)
     return robot, out
 
@@ -92,7 +93,8 @@ def one_parent_per_child(*tf_lists) -> dict[str, set[str]]:
 
 
 def test_robot_bag_gets_map_to_odom_and_base_link_poses(ros_env, tmp_path):
-    robot, (tf, tf_static, windows, path, diag) = run_robot_bag(ros_env, tmp_path, SPEC)
+    robot, got = run_robot_bag(ros_env, tmp_path, SPEC)
+    tf, tf_static, windows, path, diag = (got[k] for k in ("tf", "tf_static", "window", "path", "diagnostics"))
     cam = camera_frame(0)
     assert diag["tf_mode"] == "map_to_odom" and diag["map_tf_child"] == "odom", diag
 
@@ -133,3 +135,35 @@ def test_robot_bag_gets_map_to_odom_and_base_link_poses(ros_env, tmp_path):
     assert err < 1e-4, err
     # map starts at odom's pose of the first frame: map -> odom is the identity there
     assert np.abs(P[0] - robot.odom_at_image(robot.index_of(stamps[0]))).max() < 1e-6
+
+
+def test_odometry_conditioned_windows_and_drift_monitor(ros_env, tmp_path):
+    """pose_source_frame:=odom through odom -> base_link -> cam0_link -> cam0_optical_frame: the node's poses are the
+    odometry's (map = odom); the oracle's own (true) motion against it gives the injected wheel slip."""
+    from da3_core.stream.drift import path_length
+
+    slip = 0.25
+    spec = SPEC.replace("slip=0.1,drift=4,noise=0.02", f"slip={slip},slip_t=0.41-1.4,drift=2,noise=0")
+    robot, got = run_robot_bag(ros_env, tmp_path, spec, pose_source_frame="odom", oracle_mode="metric")
+    path, windows, drift, diag = got["path"], got["window"], got["drift"], got["diagnostics"]
+    assert diag["pose_source"] == "TF odom" and len(windows) >= 2, diag  # (diagnostics stop with the bag's /clock)
+    stamps = [stamp_ns(p.header.stamp) for p in path.poses]
+    for p, s in zip(path.poses, stamps):  # base_link in map = the odometry's base_link (map = odom)
+        np.testing.assert_allclose(pose_to_matrix(p.pose.position, p.pose.orientation),
+                                   robot.odom_at_image(robot.index_of(s)), atol=1e-6)
+    for w in windows:
+        for s, p in zip(w.stamps, w.poses):  # camera poses: odometry through the static mounts
+            odom_cam = robot.odom_at_image(robot.index_of(stamp_ns(s))) @ robot.optical_in_base(0)
+            np.testing.assert_allclose(pose_to_matrix(p.position, p.orientation), odom_cam, atol=1e-6)
+
+    assert len(drift) == len(windows), (drift, diag)
+    for d, w in zip(drift, windows):
+        idx = [robot.index_of(stamp_ns(s)) for s in w.stamps]
+        odo = np.stack([robot.odom_at_image(i) @ robot.optical_in_base(0) for i in idx])
+        true = np.stack([robot.base_in_world(i) @ robot.optical_in_base(0) for i in idx])
+        expected = path_length(odo) / path_length(true) - 1.0  # from the simulation, not from the node
+        assert d.estimate_source == "own" and d.estimate_is_metric and d.header.frame_id == camera_frame(0)
+        assert abs(d.slip - expected) < 1e-6, (d.slip, expected)
+        if stamp_ns(w.stamps[0]) >= robot.stamp_ns(4):  # every step of this window slipped (0.4 s on)
+            assert abs(d.slip - slip) <= 0.05 * slip, (d.slip, slip)
+    assert any(abs(d.slip - slip) <= 0.05 * slip for d in drift)
