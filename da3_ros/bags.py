@@ -232,13 +232,15 @@ def robot_topics(n_cameras: int) -> dict[str, str]:
     return out
 
 
-def write_robot_bag(spec: str, out: str | Path, storage: str | None = None, overwrite: bool = False) -> Path:
+def write_robot_bag(spec: str, out: str | Path, storage: str | None = None, overwrite: bool = False,
+                    camera_stops: dict[int, int] | None = None) -> Path:
     """Record a synthetic robot (:class:`da3_ros.robot_sim.RobotSequence`, ``spec`` 'robot:...') as a robot records:
     ``/tf`` odom -> base_link and ``/odom`` (nav_msgs/Odometry) from the wheel-like odometry (slip, drift, noise) at
     its own rate; ``/tf_static`` base_link -> cam<k>_link -> cam<k>_optical_frame (once, latched when played);
     per camera ``/cam<k>/image_raw`` (rgb8) + ``camera_info`` stamped alike; ground truth on separate topics only:
     ``/cam<k>/depth_gt`` (32FC1 metres), ``/cam<k>/pose_gt`` (camera-to-world in ``world_gt``) and
     ``/ground_truth/base_pose`` (base_link in ``world_gt``). Odometry at an image stamp is written before the images.
+    ``camera_stops``: {camera: image index} a camera stops publishing from (a camera that fails mid-run).
     Returns the bag directory."""
     from geometry_msgs.msg import PoseWithCovariance, Twist, TwistWithCovariance
     from nav_msgs.msg import Odometry
@@ -284,6 +286,8 @@ def write_robot_bag(spec: str, out: str | Path, storage: str | None = None, over
             bag.write(names["base_gt"], stamp, c2w_to_pose_stamped(robot.base_in_world(i),
                                                                    _header(stamp, GT_WORLD_FRAME)))
             for k in range(robot.n_cameras):
+                if camera_stops and i >= camera_stops.get(k, len(robot)):
+                    continue
                 view = robot.view(k, i)
                 header = _header(stamp, camera_frame(k))
                 bag.write(names[f"image{k}"], stamp, _rgb_image(view.rgb, header))

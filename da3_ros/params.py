@@ -7,6 +7,7 @@ the message. ``config/reconstruct.yaml`` holds the same defaults for launch file
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,9 +56,18 @@ PARAMS: tuple[Param, ...] = (
           choices=("sensor_data", "reliable")),
     Param("input_queue_depth", 5, "input subscription history depth", range=(1, 1000)),
     Param("max_image_side", 4096, "reject images with a side larger than this (pixels)", range=(14, 16384)),
+    Param("cameras", "", "multi-camera rig: 2-6 camera namespaces, comma-separated (e.g. 'cam0,cam1,cam2': inputs "
+          "cam0/image + cam0/camera_info, outputs cam0/depth ...; mounts from /tf_static); '' = one camera on image / "
+          "camera_info"),
+    Param("rig_sync_tolerance_s", 0.01, "rig: frames of all cameras within this of each other form one time step (s)",
+          range=(0.0, 1.0)),
+    Param("rig_wait_s", 0.5, "rig: a time step missing a camera leaves once another camera is this far ahead (stream "
+          "time, s): a camera that stops degrades windows, it never blocks them", range=(0.0, 10.0)),
     # window
-    Param("window_size", 8, "frames per inference window", range=(2, 64)),
-    Param("overlap", 2, "frames shared with the previous window (chaining needs >= 1)", range=(0, 63)),
+    Param("window_size", 8, "frames (views) per inference window; a rig of N cameras gets window_size // N time "
+          "steps", range=(2, 64)),
+    Param("overlap", 2, "frames shared with the previous window (chaining needs >= 1); a rig shares "
+          "ceil(overlap / N) time steps", range=(0, 63)),
     Param("min_interval_s", 0.0, "keyframe gate: least time between keyframes (s, 0 = off)", range=(0.0, 60.0)),
     Param("min_motion", 0.0, "keyframe gate: least mean grey-level change (0-255, 0 = off)", range=(0.0, 255.0)),
     Param("max_pending_windows", 1, "windows waiting for the inference worker: 1 = latest wins (live cameras), more = "
@@ -132,9 +142,55 @@ def validate(values: dict[str, Any]) -> list[str]:
     if not errors and values["pose_source_frame"] and values["pose_source_frame"] == values["map_frame"]:
         errors.append(f"parameter 'pose_source_frame' = {values['pose_source_frame']!r} must differ from "
                       "'map_frame': the node would condition on the map -> camera transforms it publishes itself")
+    if not errors and values["cameras"]:
+        errors += _rig_errors(values)
     if not errors and values["predictor"] == "oracle" and not values["oracle_sequence"]:
         errors.append("parameter 'oracle_sequence' must name the synthetic sequence when predictor = 'oracle'")
     return errors
+
+
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")
+
+
+def camera_namespaces(values: dict[str, Any]) -> list[str]:
+    """The cameras' namespaces: ``['']`` for a single camera, else the ``cameras`` list."""
+    return [n.strip() for n in values["cameras"].split(",")] if values["cameras"].strip() else [""]
+
+
+def rig_steps(values: dict[str, Any]) -> tuple[int, int]:
+    """(time steps per window, steps shared with the previous window) of a rig."""
+    n = len(camera_namespaces(values))
+    steps = values["window_size"] // n
+    return steps, min(steps - 1, -(-values["overlap"] // n))
+
+
+def _rig_errors(values: dict[str, Any]) -> list[str]:
+    names = camera_namespaces(values)
+    if not 2 <= len(names) <= 6:
+        return [f"parameter 'cameras' = {values['cameras']!r} names {len(names)} camera(s); a rig has 2 to 6 "
+                "(comma-separated namespaces such as 'cam0,cam1'); leave it '' for one camera"]
+    bad = [n for n in names if not _NAME_RE.match(n)]
+    if bad or len(set(names)) != len(names):
+        return [f"parameter 'cameras' = {values['cameras']!r}: namespaces must be distinct relative ROS names "
+                f"(letters, digits, '_', '/'){'; not valid: ' + ', '.join(map(repr, bad)) if bad else ''}"]
+    if values["window_size"] < 2 * len(names):
+        return [f"parameter 'window_size' = {values['window_size']} is the view budget of a window: a rig of "
+                f"{len(names)} cameras needs at least {2 * len(names)} (two time steps)"]
+    if values["camera_frame"]:
+        return ["parameter 'camera_frame' applies to a single camera; a rig uses each image's header frame_id"]
+    return []
+
+
+def rig_window(values: dict[str, Any]):
+    """The pipeline's window assembler: None (a plain sliding window) for one camera, a RigWindow for several."""
+    names = camera_namespaces(values)
+    if len(names) < 2:
+        return None
+    from da3_core.stream.rig import RigWindow
+
+    steps, overlap_steps = rig_steps(values)
+    return RigWindow(len(names), steps, overlap_steps, tolerance_ns=int(round(values["rig_sync_tolerance_s"] * 1e9)),
+                     wait_ns=int(round(values["rig_wait_s"] * 1e9)))
 
 
 def pipeline_config(values: dict[str, Any]):

@@ -45,37 +45,38 @@ from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
 from da3_core.geometry.rigid import invert_rigid
 from da3_core.stream.frame import Frame, FrameError
-from da3_core.stream.pairing import IntrinsicsPairer
 from da3_core.stream.pipeline import StreamPipeline, WindowResult
 from da3_core.stream.tf_buffer import TransformLookupError
-from da3_core.stream.tf_tree import MapTfPlanner
+from da3_core.stream.tf_tree import MapTfPlanner, TfOutputs
+from da3_ros.camera_io import CameraIO
 from da3_ros.conversions import (
     c2w_to_pose,
     c2w_to_pose_stamped,
-    camera_info_to_K,
-    compressed_to_rgb,
-    conf_to_image_msg,
-    depth_to_image_msg,
-    image_to_rgb,
-    make_camera_info,
     make_path,
     ns_to_stamp,
-    stamp_to_ns,
 )
 from da3_ros.output_root import OutsideRootError, resolve_output_dir
-from da3_ros.params import PARAMS, check_value, descriptor, pipeline_config, uses_tf, validate
+from da3_ros.params import (
+    PARAMS,
+    camera_namespaces,
+    check_value,
+    descriptor,
+    pipeline_config,
+    rig_window,
+    uses_tf,
+    validate,
+)
 from da3_ros.pointcloud import points_to_pointcloud2
 from da3_ros.tf_io import TfListener, transform_msgs
 
-DEFAULT_CAMERA_FRAME = "camera_optical_frame"
 TF_CACHE_S = 10.0  # TF history kept per edge (pose conditioning, map -> odom)
 
 
@@ -111,7 +112,8 @@ class ReconstructNode(Node):
 
         predictor, self.model_text, self.variant = make_predictor(self.values)
         v = self.values
-        self.pipeline = StreamPipeline(predictor, pipeline_config(v))
+        self.camera_names = camera_namespaces(v)  # [''] for one camera
+        self.pipeline = StreamPipeline(predictor, pipeline_config(v), window=rig_window(v))
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._latency: deque[float] = deque(maxlen=100)
@@ -127,9 +129,6 @@ class ReconstructNode(Node):
         # a window delivers up to window_size - overlap frames in one burst: a shallower reliable history would drop
         # the oldest of them before a subscriber acknowledged them
         out, self.map_frame = _qos(True, max(5, v["window_size"])), v["map_frame"]
-        self.pub_depth = self.create_publisher(Image, "depth", out)
-        self.pub_conf = self.create_publisher(Image, "confidence", out)
-        self.pub_info = self.create_publisher(CameraInfo, "depth/camera_info", out)
         self.pub_pose = self.create_publisher(PoseStamped, "pose", _qos(True, max(10, v["window_size"])))
         self.pub_path = self.create_publisher(PathMsg, "path", _qos(True, 1, latched=True))
         self.pub_window_cloud = self.create_publisher(PointCloud2, "window_cloud", _qos(True, 2))
@@ -146,22 +145,14 @@ class ReconstructNode(Node):
                                     v["odom_frame"], v["base_frame"], v["pose_frame"],
                                     int(round(v["tf_future_dating_s"] * 1e9)), self._tf_tolerance_ns)
 
-        # inputs: sensor-data QoS by default (camera drivers publish best effort)
-        in_qos = qos_profile_sensor_data if v["input_qos"] == "sensor_data" else _qos(True, v["input_queue_depth"])
-        if v["input_qos"] == "sensor_data":
-            in_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=v["input_queue_depth"],
-                                reliability=ReliabilityPolicy.BEST_EFFORT)
-        if v["use_compressed"]:
-            self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, in_qos)
-        else:
-            self.create_subscription(Image, "image", self._on_image, in_qos)
-        self._pairer: IntrinsicsPairer | None = None
-        if v["use_camera_info"]:
-            tol = v["camera_info_tolerance_s"]
-            self._pairer = IntrinsicsPairer(self._camera_info_K, tolerance_s=tol, wait_s=max(0.2, 5.0 * tol),
-                                            ready=self._pose_ready if self._tf is not None else None)
-            self.create_subscription(CameraInfo, "camera_info", self._on_info, in_qos)
-            # wall-clock timer: frames still waiting for a CameraInfo leave after their wait, even when /clock stops
+        # inputs (and per-camera outputs) of each camera: sensor-data QoS by default (camera drivers publish best
+        # effort)
+        in_qos = _qos(True, v["input_queue_depth"]) if v["input_qos"] == "reliable" else QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=v["input_queue_depth"], reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.cameras = [CameraIO(self, k, name, v, in_qos, out, self._submit, self._reject, self._publish,
+                                 ready=self._pose_ready if self._tf is not None else None)
+                        for k, name in enumerate(self.camera_names)]
+        if v["use_camera_info"]:  # wall-clock timer: frames waiting for a CameraInfo leave even when /clock stops
             self.create_timer(0.05, self._poll_pairs, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
         self.create_service(Trigger, "~/reset", self._on_reset)
@@ -197,22 +188,12 @@ class ReconstructNode(Node):
             self.counts[f"rejected_{reason}"] += 1
         self.get_logger().warning(f"dropped input ({reason}): {detail}", throttle_duration_sec=5.0)
 
-    def _camera_info_K(self, info: CameraInfo, hw: tuple[int, int]) -> np.ndarray:
-        try:
-            return camera_info_to_K(info, hw)
-        except FrameError as exc:
-            self.get_logger().warning(f"ignored CameraInfo ({exc.reason}): {exc}", throttle_duration_sec=5.0)
-            raise
-
-    def _on_info(self, msg: CameraInfo) -> None:
-        self._submit(self._pairer.add_info(stamp_to_ns(msg.header.stamp), msg, time.monotonic()))
-
     def _poll_pairs(self) -> None:
-        self._submit(self._pairer.poll(time.monotonic()))
+        for cam in self.cameras:
+            cam.poll()
 
     def _on_tf_stored(self) -> None:
-        if self._pairer is not None:  # frames waiting for their pose can go now
-            self._submit(self._pairer.poll(time.monotonic()))
+        self._poll_pairs()  # frames waiting for their pose can go now
 
     def _known_pose_frame(self, camera_frame: str) -> str | None:
         """The frame a camera's known pose is looked up in: the pose source, else (on a robot) the top of the
@@ -231,23 +212,30 @@ class ReconstructNode(Node):
             return False
         return True
 
-    def _with_pose(self, frame: Frame) -> Frame:
-        """The frame with its known pose (w2c in the pose source's / odom's frame) from TF, when the lookup
-        succeeds."""
-        target = self._known_pose_frame(frame.frame_id)
-        if target is None:
-            return frame
+    def _lookup(self, target: str, frame: Frame, what: str) -> np.ndarray | None:
+        """T(target <- frame's camera) at its stamp from TF, or None (counted as ``<what>_failed_<reason>``)."""
         try:
             T = self._tf.buffer.lookup(target, frame.frame_id, frame.stamp_ns, self._tf_tolerance_ns)
         except TransformLookupError as exc:
             with self._lock:
-                self.counts[f"pose_lookup_failed_{exc.reason}"] += 1
-            self.get_logger().warning(f"no pose for the image at {frame.stamp_ns} ns ({frame.frame_id}): {exc}",
+                self.counts[f"{what}_failed_{exc.reason}"] += 1
+            self.get_logger().warning(f"{what}: none for the image at {frame.stamp_ns} ns ({frame.frame_id}): {exc}",
                                       throttle_duration_sec=5.0)
-            return frame
+            return None
         with self._lock:
-            self.counts["pose_lookup_ok"] += 1
-        return replace(frame, pose_w2c=invert_rigid(T))
+            self.counts[f"{what}_ok"] += 1
+        return T
+
+    def _with_pose(self, frame: Frame) -> Frame:
+        """The frame with what TF knows of it: its pose (w2c in the pose source's / odom's frame) and, in a rig, its
+        mount on the rig (T(base_frame <- camera))."""
+        changes = {}
+        target = self._known_pose_frame(frame.frame_id)
+        if target is not None and (T := self._lookup(target, frame, "pose_lookup")) is not None:
+            changes["pose_w2c"] = invert_rigid(T)
+        if len(self.cameras) > 1 and (M := self._lookup(self.values["base_frame"], frame, "rig_mount")) is not None:
+            changes["mount"] = M
+        return replace(frame, **changes) if changes else frame
 
     def _submit(self, frames: list[Frame]) -> None:
         for frame in frames:
@@ -261,29 +249,6 @@ class ReconstructNode(Node):
             with self._lock:
                 self.counts["frames_in"] += 1
                 self._input_times.append(time.monotonic())
-
-    def _on_image(self, msg: Image) -> None:
-        self._ingest(msg, image_to_rgb)
-
-    def _on_compressed(self, msg: CompressedImage) -> None:
-        self._ingest(msg, compressed_to_rgb)
-
-    def _ingest(self, msg, convert) -> None:
-        try:
-            rgb = convert(msg, self.values["max_image_side"])
-            stamp_ns = stamp_to_ns(msg.header.stamp)
-            frame_id = self.values["camera_frame"] or msg.header.frame_id or DEFAULT_CAMERA_FRAME
-            frame = Frame(stamp_ns=stamp_ns, rgb=rgb, K=None, frame_id=frame_id)
-        except FrameError as exc:
-            self._reject(exc.reason, str(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 - a bad message must never take the node down
-            self._reject("unexpected", f"{type(exc).__name__}: {exc}")
-            return
-        if self._pairer is None:
-            self._submit([frame])
-        else:  # waits (briefly) for its CameraInfo, whichever of the two arrives first
-            self._submit(self._pairer.add_frame(frame, time.monotonic()))
 
     # --- outputs (worker thread) -----------------------------------------------------------------------------------
     def _publish(self, pub, msg) -> None:
@@ -302,23 +267,19 @@ class ReconstructNode(Node):
                                       "its poses are a guess and its points are kept out of the map",
                                       throttle_duration_sec=5.0)
         for cf in new:
-            header = Header(stamp=ns_to_stamp(cf.stamp_ns), frame_id=cf.frame_id)
-            h, w = cf.depth.shape
-            self._publish(self.pub_depth, depth_to_image_msg(cf.depth, header, invalid=cf.sky))
-            self._publish(self.pub_conf, conf_to_image_msg(cf.conf, header))
-            self._publish(self.pub_info, make_camera_info(cf.K, w, h, header))
+            self.cameras[cf.camera].publish_frame(cf)
             latency = self.get_clock().now().nanoseconds - cf.stamp_ns
             with self._lock:
                 self._latency.append(latency / 1e9)
         if new:
-            with self._tf_lock:  # map -> odom (robot) or map -> camera, and the pose of base_link or the camera
-                plan = self.tf_plan.outputs(new[0].frame_id, [(cf.stamp_ns, cf.c2w) for cf in new])
-                stamps, poses = self.tf_plan.trajectory()
+            plan = self._plan_tf(new)
             for stamp, T in plan.poses:
                 self._publish(self.pub_pose, c2w_to_pose_stamped(T, Header(stamp=ns_to_stamp(stamp),
                                                                            frame_id=self.map_frame)))
             if self.values["publish_tf"] and plan.transforms:
                 self._publish(self.pub_tf, transform_msgs(plan.transforms))
+            with self._tf_lock:
+                stamps, poses = self.tf_plan.trajectory()
             last = Header(stamp=ns_to_stamp(new[-1].stamp_ns), frame_id=self.map_frame)
             if len(res.points):
                 self._publish(self.pub_window_cloud, points_to_pointcloud2(res.points, res.colors, last))
@@ -330,6 +291,25 @@ class ReconstructNode(Node):
             self.counts["windows_out"] += 1
             self.counts["frames_out"] += len(new)
 
+    def _plan_tf(self, new: list) -> TfOutputs:
+        """map -> odom (robot) or map -> camera, and the poses of base_link or the camera, for delivered frames. The
+        pose and path come from the first camera present (camera 0 unless it dropped out); in a rig without a TF tree
+        every camera gets its own map -> camera."""
+        by_camera: dict[int, list] = {}
+        for cf in new:
+            by_camera.setdefault(cf.camera, []).append(cf)
+        with self._tf_lock:
+            out = TfOutputs()
+            for n, cam in enumerate(sorted(by_camera)):
+                frames = by_camera[cam]
+                plan = self.tf_plan.outputs(frames[0].frame_id, [(cf.stamp_ns, cf.c2w) for cf in frames],
+                                            record_path=n == 0)
+                if n == 0:
+                    out.poses, out.pose_child = plan.poses, plan.pose_child
+                if n == 0 or self.tf_plan.mode == "map_to_camera":
+                    out.transforms += plan.transforms
+        return out
+
     def _republish_map_tf(self) -> None:
         with self._tf_lock:
             tf = self.tf_plan.republish(self.get_clock().now().nanoseconds)
@@ -340,6 +320,7 @@ class ReconstructNode(Node):
         msg = WindowResultMsg(header=header)
         msg.stamps = [ns_to_stamp(f.stamp_ns) for f in res.frames]
         msg.poses = [c2w_to_pose(f.c2w) for f in res.frames]
+        msg.frame_ids = [f.frame_id for f in res.frames]
         msg.intrinsics = np.concatenate([f.K.reshape(-1) for f in res.frames]).astype(float).tolist()
         msg.height, msg.width = (int(v) for v in res.frames[0].depth.shape)
         msg.scale = float(res.scale)
@@ -377,10 +358,9 @@ class ReconstructNode(Node):
             counts = dict(self.counts)
             lat = list(self._latency)
             times = list(self._input_times)
-        if self._pairer is not None:
-            names = {"paired": "camera_info_paired", "unpaired": "camera_info_unpaired"}
-            for key, n in self._pairer.counts.items():  # bad CameraInfo -> rejected_camera_info_<reason>
-                counts["rejected_" + key if key.startswith("camera_info_") else names.get(key, key)] = n
+        for cam in self.cameras:  # summed over the cameras
+            for key, n in cam.pairing_counts().items():
+                counts[key] = counts.get(key, 0) + n
         if self._tf is not None:
             counts.update(self._tf.snapshot_counts())
         with self._tf_lock:

@@ -50,6 +50,11 @@ class ChainedFrame:
     K: np.ndarray
     c2w: np.ndarray
     is_new: bool = True
+    camera: int = 0
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return int(self.stamp_ns), int(self.camera)
 
     @property
     def w2c(self) -> np.ndarray:
@@ -125,7 +130,7 @@ class WindowChainer:
         self.reset()
 
     def reset(self) -> None:
-        self._prev: dict[int, ChainedFrame] = {}  # previous window's frames by stamp
+        self._prev: dict[tuple[int, int], ChainedFrame] = {}  # previous window's frames by (stamp, camera)
         self._last: ChainedFrame | None = None
         self._last_scale = 1.0
         self._prev_transform: np.ndarray | None = None  # window -> map of the previous window
@@ -148,7 +153,7 @@ class WindowChainer:
         if pred.depth.shape[0] != S or pred.w2c.shape[0] != S:
             raise ValueError(f"prediction has {pred.depth.shape[0]} views for {S} frames")
         c2w_win = np.stack([invert_rigid(E) for E in pred.w2c])
-        shared = [i for i, f in enumerate(frames) if f.stamp_ns in self._prev]
+        shared = [i for i, f in enumerate(frames) if f.key in self._prev]
         if not self.initialized:
             T = invert_rigid(c2w_win[0])  # map := first camera
             if self.origin == "first_pose" and frames[0].pose_w2c is not None:  # map := the known pose's frame
@@ -175,11 +180,11 @@ class WindowChainer:
             sky = None if pred.sky is None else pred.sky[i]
             out.append(ChainedFrame(stamp_ns=int(f.stamp_ns), index=f.index, frame_id=f.frame_id, depth=depth,
                                     conf=pred.conf[i], sky=sky, K=np.asarray(pred.K[i], dtype=np.float64), c2w=c2w,
-                                    is_new=f.stamp_ns not in self._prev))
+                                    is_new=f.key not in self._prev, camera=int(f.camera)))
         res.frames = out
         self._prev_transform = res.transform if res.chained else None
         self._prev_conditioned = bool(pred.pose_conditioned)
-        self._prev = {cf.stamp_ns: cf for cf in out}
+        self._prev = {cf.key: cf for cf in out}
         self._last = out[-1]
         self._last_scale = s if res.chained else self._last_scale
         self.n_windows += 1
@@ -197,7 +202,7 @@ class WindowChainer:
         rr, cc = rr.ravel(), cc.ravel()
         src, dst, wts, rng = [], [], [], []
         for i in shared:
-            prev = self._prev[frames[i].stamp_ns]
+            prev = self._prev[frames[i].key]
             if prev.depth.shape != (H, W):
                 continue
             d_new, d_old = pred.depth[i][rr, cc], prev.depth[rr, cc]
@@ -264,7 +269,7 @@ class WindowChainer:
                                    n_correspondences=len(src), method="points")
         if shared:  # pose of one shared frame: c2w_map = T c2w_win
             i = shared[len(shared) // 2]
-            prev = self._prev[frames[i].stamp_ns]
+            prev = self._prev[frames[i].key]
             s = 1.0
             if with_scale:
                 with np.errstate(invalid="ignore"):

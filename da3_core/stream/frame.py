@@ -36,7 +36,11 @@ class Frame:
         index: running index assigned by the producer (-1 = unassigned).
         pose_w2c: (4, 4) float64 known world-to-camera pose (OpenCV axes) in the pose-conditioning world frame
             (e.g. odom, from TF), or None when unknown. With a known K on every frame of a window, the network is
-            conditioned on these poses (:class:`da3_core.stream.predictor.DA3Predictor`).
+            conditioned on these poses (:class:`da3_core.stream.predictor.DA3Predictor`) when conditioning is on.
+        camera: index of the camera in a rig (0 for a single camera); a frame is identified by (stamp_ns, camera).
+        mount: (4, 4) float64 T(rig <- camera optical frame), the camera's calibrated pose on its rig (metres, e.g.
+            base_link <- optical from /tf_static), or None; windows of several cameras with mounts are aligned to the
+            known rig (:mod:`da3_core.stream.rig`).
     """
 
     stamp_ns: int
@@ -45,6 +49,13 @@ class Frame:
     frame_id: str = ""
     index: int = -1
     pose_w2c: np.ndarray | None = None
+    camera: int = 0
+    mount: np.ndarray | None = None
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """(stamp_ns, camera): what tells frames apart (cameras of a rig share stamps)."""
+        return int(self.stamp_ns), int(self.camera)
 
     @property
     def stamp_s(self) -> float:

@@ -36,6 +36,7 @@ from da3_core.stream.chaining import ChainedFrame, ChainResult, WindowChainer, u
 from da3_core.stream.drift import DriftMonitor, DriftSample
 from da3_core.stream.frame import Frame, FrameError, validate_frame
 from da3_core.stream.predictor import Predictor, WindowPrediction
+from da3_core.stream.rig import align_to_rig
 from da3_core.stream.voxel_map import VoxelMap
 from da3_core.stream.window import SlidingWindow, Window
 from da3_core.stream.worker import InferenceWorker
@@ -113,15 +114,19 @@ def tum_line(stamp_ns: int, c2w: np.ndarray) -> str:
 
 
 class StreamPipeline:
-    def __init__(self, predictor: Predictor, config: PipelineConfig | None = None):
+    def __init__(self, predictor: Predictor, config: PipelineConfig | None = None, window=None):
+        """``window``: the window assembler (default a :class:`SlidingWindow` from the config; a
+        :class:`~da3_core.stream.rig.RigWindow` for several cameras)."""
         self.cfg = cfg = config or PipelineConfig()
         self.predictor = predictor
-        self.window = SlidingWindow(cfg.window_size, cfg.overlap, cfg.min_interval_s, cfg.min_motion)
+        self.window = window if window is not None else SlidingWindow(cfg.window_size, cfg.overlap,
+                                                                      cfg.min_interval_s, cfg.min_motion)
         self.chainer = WindowChainer(mode=cfg.chain_mode, max_correspondences=cfg.chain_correspondences,
                                      conf_percentile=cfg.chain_conf_percentile, robust=cfg.chain_robust,
                                      seed=cfg.seed, origin=cfg.map_origin)
         self.map: VoxelMap | None = None if cfg.voxel_size is None else VoxelMap(cfg.voxel_size, cfg.map_max_points)
         self.drift = DriftMonitor(cfg.drift_min_distance_m, cfg.drift_reference_windows)
+        self.rig_scale: float | None = None  # metres per network unit of the last window aligned to a rig
         self.counts: Counter[str] = Counter()
         self._lock = threading.RLock()  # chainer, map, trajectory, depth history
         self._window_lock = threading.Lock()  # the sliding window (callback thread vs reset)
@@ -141,10 +146,15 @@ class StreamPipeline:
         return None if window is None else self.run_window(window)
 
     def flush(self) -> WindowResult | None:
-        """End of stream: run the remaining keyframes as a final shorter window."""
-        with self._window_lock:
-            window = self.window.flush()
-        return None if window is None else self.run_window(window)
+        """End of stream: run the remaining keyframes as final windows (a rig may hold several); returns the last
+        result."""
+        result = None
+        while True:
+            with self._window_lock:
+                window = self.window.flush()
+            if window is None:
+                return result
+            result = self.run_window(window)
 
     # --- asynchronous (live node) ---------------------------------------------------------------------------------
 
@@ -198,8 +208,8 @@ class StreamPipeline:
         """Make the window's overlap the tail of the last processed window (needed after a dropped window)."""
         if window.n_overlap == 0 or not self._tail:
             return window, False
-        tail_stamps = [f.stamp_ns for f in self._tail]
-        if [f.stamp_ns for f in window.overlap_frames] == tail_stamps[-window.n_overlap:]:
+        tail_keys = [f.key for f in self._tail]
+        if [f.key for f in window.overlap_frames] == tail_keys[-window.n_overlap:]:
             return window, False
         tail = self._tail[-window.n_overlap:]
         return Window(frames=tail + window.new_frames, index=window.index, n_overlap=len(tail)), True
@@ -210,7 +220,7 @@ class StreamPipeline:
         with self._lock:
             epoch = self._epoch
             window, rebased = self._rebase(window)
-        pred = self.predictor.predict(window.frames)
+        pred = self._to_rig(window, self.predictor.predict(window.frames))
         with self._lock:
             if epoch != self._epoch:
                 self.counts["stale_windows"] += 1
@@ -228,10 +238,11 @@ class StreamPipeline:
                 self.map.insert(pts[on_map], cols[on_map], wts[on_map])
             t3 = time.perf_counter()
             for _, cf in new:
-                self._trajectory[cf.stamp_ns] = cf.c2w
+                if cf.camera == 0:  # the trajectory is of the first (or only) camera
+                    self._trajectory[cf.stamp_ns] = cf.c2w
                 if self._depth.maxlen:
                     self._depth.append(cf)
-            self._tail = window.frames[len(window.frames) - self.cfg.overlap:] if self.cfg.overlap else []
+            self._tail = self.window.tail_of(window)
             drift = self._drift(window, pred, chain)
             self.counts["windows"] += 1
             self.counts[f"chain_{chain.method}"] += 1
@@ -245,6 +256,18 @@ class StreamPipeline:
                             residual_rel=chain.residual_rel, n_correspondences=chain.n_correspondences,
                             method=chain.method, chained=chain.chained, is_metric=chain.is_metric, rebased=rebased,
                             timings=timings, drift=drift)
+
+    def _to_rig(self, window: Window, pred: WindowPrediction) -> WindowPrediction:
+        """An unconditioned window of several cameras with calibrated mounts, scaled to metres and placed on the
+        rigid rig (:func:`~da3_core.stream.rig.align_to_rig`)."""
+        if pred.pose_conditioned or len({f.camera for f in window.frames if f.mount is not None}) < 2:
+            return pred
+        aligned = align_to_rig(window.frames, pred, getattr(self.window, "tolerance_ns", 0))
+        with self._lock:
+            self.counts["rig_aligned" if aligned is not None else "rig_unaligned"] += 1
+            if aligned is not None:
+                self.rig_scale = aligned[1]
+        return pred if aligned is None else aligned[0]
 
     def _drift(self, window: Window, pred: WindowPrediction, chain: ChainResult) -> DriftSample | None:
         """Drift sample of the window's first camera when all its frames carry a known (odometry) pose."""
@@ -375,8 +398,9 @@ class StreamPipeline:
         lines += [tum_line(int(s), P) for s, P in zip(stamps, poses)]
         paths["trajectory"].write_text("\n".join(lines) + "\n")
         for cf in frames:
+            name = f"{cf.stamp_ns}" if cf.camera == 0 else f"{cf.stamp_ns}_cam{cf.camera}"
             if depth_format == "npz":
-                np.savez_compressed(out / "depth" / f"{cf.stamp_ns}.npz", depth=cf.depth, conf=cf.conf, K=cf.K,
+                np.savez_compressed(out / "depth" / f"{name}.npz", depth=cf.depth, conf=cf.conf, K=cf.K,
                                     c2w=cf.c2w, stamp_ns=np.int64(cf.stamp_ns), is_metric=metric)
             else:
                 from PIL import Image
@@ -384,5 +408,5 @@ class StreamPipeline:
                 with np.errstate(invalid="ignore"):
                     mm = np.rint(cf.depth.astype(np.float64) * 1000.0)
                     mm[~np.isfinite(mm) | (mm <= 0) | (mm > 65535)] = 0
-                Image.fromarray(mm.astype(np.uint16)).save(out / "depth" / f"{cf.stamp_ns}.png")
+                Image.fromarray(mm.astype(np.uint16)).save(out / "depth" / f"{name}.png")
         return paths

@@ -154,8 +154,10 @@ class MapTfPlanner:
 
     # --- outputs ----------------------------------------------------------------------------------------------------
 
-    def outputs(self, camera_frame: str, frames: list[tuple[int, np.ndarray]]) -> TfOutputs:
-        """Transforms and poses for delivered frames of one camera: ``frames`` = [(stamp_ns, T(map <- camera))]."""
+    def outputs(self, camera_frame: str, frames: list[tuple[int, np.ndarray]], record_path: bool = True
+                ) -> TfOutputs:
+        """Transforms and poses for delivered frames of one camera: ``frames`` = [(stamp_ns, T(map <- camera))].
+        ``record_path``: add the poses to :meth:`trajectory` (one camera of a rig feeds the path)."""
         mode = self.decide(camera_frame)
         out = TfOutputs(pose_child=camera_frame)
         if mode == "map_to_camera":
@@ -182,9 +184,10 @@ class MapTfPlanner:
                 T_base_cam = self._lookup(out.pose_child, camera_frame, s, "pose_lookup_base")
                 if T_base_cam is not None:
                     out.poses.append((s, c2w @ invert_rigid(T_base_cam)))
-        if out.poses and out.pose_child != self.path_child:
-            self.path, self.path_child = {}, out.pose_child  # the path is of one frame only
-        self.path.update({s: T for s, T in out.poses})
+        if record_path:
+            if out.poses and out.pose_child != self.path_child:
+                self.path, self.path_child = {}, out.pose_child  # the path is of one frame only
+            self.path.update({s: T for s, T in out.poses})
         return out
 
     def republish(self, now_ns: int) -> StampedTransform | None:

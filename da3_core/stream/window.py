@@ -146,6 +146,10 @@ class SlidingWindow:
         self.counts["windows"] += 1
         return win
 
+    def tail_of(self, window: Window) -> list[Frame]:
+        """The frames of ``window`` the next window shares (its last ``overlap`` frames)."""
+        return window.frames[len(window.frames) - self.overlap:] if self.overlap else []
+
     def flush(self) -> Window | None:
         """End of stream: emit the buffered keyframes not yet part of any window as a final (shorter) window,
         with the usual overlap prefix; None when every keyframe has already been emitted."""

@@ -75,6 +75,7 @@ def test_interface_fields():
         "header": "std_msgs/Header",
         "stamps": "sequence<builtin_interfaces/Time>",
         "poses": "sequence<geometry_msgs/Pose>",
+        "frame_ids": "sequence<string>",
         "intrinsics": "sequence<double>",
         "width": "uint32",
         "height": "uint32",

@@ -63,10 +63,12 @@ def expected_frames_out(frames_in: int, window: int = WINDOW, overlap: int = OVE
     return window + (window - overlap) * ((frames_in - window) // (window - overlap))
 
 
-def wait_node_ready(col, node, topic="/image", timeout=STARTUP_S, diagnostics_flowing=True):
+def wait_node_ready(col, node, topic="/image", timeout=STARTUP_S, diagnostics_flowing=True, cameras=("",)):
     """The node has subscribed to its input (its constructor ran) and the collector sees all its publishers (and
-    receives its diagnostics): the feeder may start."""
-    outputs = [t if t.startswith("/") else f"/{t}" for t in NODE_OUTPUTS]
+    receives its diagnostics): the feeder may start. ``cameras``: the rig's namespaces of the per-camera outputs."""
+    per_camera = {"depth", "confidence", "depth/camera_info"}
+    outputs = [t if t.startswith("/") else f"/{t}" for t in NODE_OUTPUTS if t not in per_camera]
+    outputs += [f"{ns}/{t}" if ns else f"/{t}" for ns in cameras for t in sorted(per_camera)]
 
     def ready():
         if not node.alive():

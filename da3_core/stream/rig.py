@@ -1,0 +1,226 @@
+"""Multi-camera rigs (ROS-free): time steps of N cameras, windows of K steps, alignment to the calibrated rig.
+
+- :class:`RigWindow` groups frames of N cameras (``Frame.camera`` = 0..N-1) into *time steps*: frames whose stamps lie
+  within ``tolerance_ns`` of a step's first frame form that step (one frame per camera). A step leaves when every
+  camera has a frame in it, or, if a camera is missing, once another camera has delivered a frame more than
+  ``wait_ns`` after the step (stream time): a camera that stops publishing degrades steps (counted as
+  ``steps_degraded`` and ``missing_cam<k>``), it never blocks them. Frames older than the last step that left are
+  dropped (``late_frames``), as is a second frame of one camera in one step (``duplicate_frames``).
+  A window is ``steps`` consecutive steps (K x N views, the caller's view budget); consecutive windows share
+  ``overlap_steps`` steps (what chaining aligns on). It has :class:`~da3_core.stream.window.SlidingWindow`'s interface
+  (``push`` / ``flush`` / ``reset`` / ``tail_of`` / ``counts``), so :class:`~da3_core.stream.pipeline.StreamPipeline`
+  runs it unchanged. Window frames are ordered step by step, cameras in index order within a step.
+- :func:`align_to_rig`: a window predicted without known poses has the network's own scale. With the cameras'
+  calibrated mounts (``Frame.mount`` = T(rig <- camera), metres) the predicted baselines between cameras of one step
+  fix the scale (least squares over every pair of every step), and each step's cameras are then placed on the rigid
+  rig: the rig pose of a step is the mean of what each camera says (rotation projected back onto SO(3)), and every
+  camera of the step is put at that pose times its mount. The window comes out metric.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from da3_core.geometry.rigid import invert_rigid
+from da3_core.stream.frame import Frame, FrameError
+from da3_core.stream.predictor import WindowPrediction
+from da3_core.stream.window import Window
+
+__all__ = ["Step", "RigWindow", "align_to_rig", "rig_scale"]
+
+
+@dataclass
+class Step:
+    """One time step: ``stamp_ns`` of its first frame and at most one frame per camera."""
+
+    stamp_ns: int
+    frames: dict[int, Frame] = field(default_factory=dict)
+
+    def ordered(self) -> list[Frame]:
+        return [self.frames[k] for k in sorted(self.frames)]
+
+
+class RigWindow:
+    """Time steps of ``n_cameras`` cameras -> windows of ``steps`` steps sharing ``overlap_steps`` (module docstring).
+    Not thread-safe (call from one thread, as :class:`~da3_core.stream.window.SlidingWindow`)."""
+
+    def __init__(self, n_cameras: int, steps: int, overlap_steps: int = 1, tolerance_ns: int = 10_000_000,
+                 wait_ns: int = 500_000_000):
+        if n_cameras < 1:
+            raise ValueError(f"a rig needs at least one camera, got {n_cameras}")
+        if steps < 1 or not 0 <= overlap_steps < steps:
+            raise ValueError(f"need steps >= 1 and 0 <= overlap_steps < steps, got {steps} and {overlap_steps}")
+        self.n, self.steps, self.overlap_steps = int(n_cameras), int(steps), int(overlap_steps)
+        self.tolerance_ns, self.wait_ns = int(tolerance_ns), int(wait_ns)
+        self.counts: Counter[str] = Counter()
+        self.reset()
+
+    def reset(self) -> None:
+        self._pending: list[Step] = []  # steps not yet complete, oldest first
+        self._buffer: list[Step] = []  # steps of the next window (the previous window's overlap first)
+        self._n_overlap = 0  # leading steps of _buffer shared with the previous window
+        self._next_index = 0
+        self._last_out_ns: int | None = None  # stamp of the newest step that left
+        self._newest_ns: int | None = None
+        self._ready: list[Window] = []  # complete windows not handed out yet
+
+    # --- steps --------------------------------------------------------------------------------------------------
+
+    def _add(self, frame: Frame) -> None:
+        cam, t = int(frame.camera), int(frame.stamp_ns)
+        if not 0 <= cam < self.n:
+            raise FrameError("bad_camera", f"camera index {cam} outside the rig's 0..{self.n - 1}")
+        if self._last_out_ns is not None and t <= self._last_out_ns + self.tolerance_ns:
+            self.counts["late_frames"] += 1
+            return
+        self._newest_ns = t if self._newest_ns is None else max(self._newest_ns, t)
+        for step in self._pending:
+            if abs(t - step.stamp_ns) <= self.tolerance_ns:
+                if cam in step.frames:
+                    self.counts["duplicate_frames"] += 1
+                    return
+                step.frames[cam] = frame
+                return
+        self._pending.append(Step(t, {cam: frame}))
+        self._pending.sort(key=lambda s: s.stamp_ns)
+
+    def _ready_steps(self) -> list[Step]:
+        out = []
+        while self._pending:
+            head = self._pending[0]
+            complete = len(head.frames) == self.n
+            timed_out = self._newest_ns is not None and self._newest_ns > head.stamp_ns + self.wait_ns
+            if not (complete or timed_out):
+                break
+            self._pending.pop(0)
+            self.counts["steps"] += 1
+            if not complete:
+                self.counts["steps_degraded"] += 1
+                for k in range(self.n):
+                    if k not in head.frames:
+                        self.counts[f"missing_cam{k}"] += 1
+            self._last_out_ns = max(f.stamp_ns for f in head.frames.values())
+            out.append(head)
+        return out
+
+    # --- windows (SlidingWindow's interface) ------------------------------------------------------------------------
+
+    def push(self, frame: Frame) -> Window | None:
+        """Offer one frame of camera ``frame.camera``; returns a window when one is complete. Windows completed
+        together (a late camera closing several steps at once) leave one per call, oldest first."""
+        self.counts["pushed"] += 1
+        self._add(frame)
+        self._collect()
+        return self._ready.pop(0) if self._ready else None
+
+    def _collect(self) -> None:
+        for step in self._ready_steps():
+            self._buffer.append(step)
+            if len(self._buffer) == self.steps:
+                self._ready.append(self._emit())
+
+    def _emit(self) -> Window:
+        frames = [f for step in self._buffer for f in step.ordered()]
+        n_overlap = sum(len(step.frames) for step in self._buffer[: self._n_overlap])
+        win = Window(frames=frames, index=self._next_index, n_overlap=n_overlap)
+        if any(len(step.frames) < self.n for step in self._buffer):
+            self.counts["windows_degraded"] += 1
+        self._next_index += 1
+        self._buffer = self._buffer[len(self._buffer) - self.overlap_steps:] if self.overlap_steps else []
+        self._n_overlap = len(self._buffer)
+        self.counts["windows"] += 1
+        return win
+
+    def flush(self) -> Window | None:
+        """End of stream: every pending step leaves (complete or not); returns the remaining windows one per call
+        (the buffered steps form a last, shorter one), then None."""
+        if self._pending:
+            self._newest_ns = max(s.stamp_ns for s in self._pending) + self.wait_ns + 1
+            self._collect()
+        if self._ready:
+            return self._ready.pop(0)
+        if len(self._buffer) <= self._n_overlap:
+            return None
+        return self._emit()
+
+    def tail_of(self, window: Window) -> list[Frame]:
+        """The frames of ``window``'s last ``overlap_steps`` steps (what the next window shares)."""
+        if not self.overlap_steps:
+            return []
+        stamps = sorted({f.stamp_ns for f in window.frames})
+        keep: list[int] = []
+        for s in reversed(stamps):  # group the window's stamps into steps (within the tolerance), newest first
+            if not keep or keep[-1] - s > self.tolerance_ns:
+                keep.append(s)
+        first = sorted(keep)[-self.overlap_steps] if len(keep) >= self.overlap_steps else min(stamps)
+        return [f for f in window.frames if f.stamp_ns >= first - self.tolerance_ns]
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending) + len(self._buffer) - self._n_overlap
+
+
+# --- alignment to the calibrated rig ----------------------------------------------------------------------------------
+
+def _steps_of(frames: list[Frame], tolerance_ns: int) -> list[list[int]]:
+    """Indices of ``frames`` grouped into time steps (stamps within ``tolerance_ns`` of a step's first)."""
+    order = sorted(range(len(frames)), key=lambda i: frames[i].stamp_ns)
+    steps: list[list[int]] = []
+    for i in order:
+        if steps and frames[i].stamp_ns - frames[steps[-1][0]].stamp_ns <= tolerance_ns:
+            steps[-1].append(i)
+        else:
+            steps.append([i])
+    return steps
+
+
+def rig_scale(frames: list[Frame], c2w: np.ndarray, tolerance_ns: int = 10_000_000) -> float | None:
+    """Metres per prediction unit from the baselines: least squares of the predicted relative translations between
+    cameras of one step (in the first camera's axes) onto the known ones of their mounts; None without a baseline."""
+    num = den = 0.0
+    for step in _steps_of(frames, tolerance_ns):
+        cams = [i for i in step if frames[i].mount is not None]
+        for a in range(len(cams)):
+            for b in range(a + 1, len(cams)):
+                i, j = cams[a], cams[b]
+                known = (invert_rigid(frames[i].mount) @ frames[j].mount)[:3, 3]
+                pred = (invert_rigid(c2w[i]) @ c2w[j])[:3, 3]
+                num += float(known @ pred)
+                den += float(pred @ pred)
+    if den <= 0.0 or num <= 0.0:
+        return None
+    return num / den
+
+
+def _mean_rotation(Rs: list[np.ndarray]) -> np.ndarray:
+    U, _, Vt = np.linalg.svd(np.sum(Rs, axis=0))
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
+    return U @ D @ Vt
+
+
+def align_to_rig(frames: list[Frame], pred: WindowPrediction, tolerance_ns: int = 10_000_000
+                 ) -> tuple[WindowPrediction, float] | None:
+    """The prediction in metres and on the rigid rig (module docstring), and the scale applied; None when the window
+    has no two cameras with mounts in one step (nothing to measure a baseline with)."""
+    c2w = invert_rigid(pred.w2c)
+    s = rig_scale(frames, c2w, tolerance_ns)
+    if s is None:
+        return None
+    c2w = c2w.copy()
+    c2w[:, :3, 3] *= s
+    out = c2w.copy()
+    for step in _steps_of(frames, tolerance_ns):
+        cams = [i for i in step if frames[i].mount is not None]
+        if not cams:
+            continue
+        rig = [c2w[i] @ invert_rigid(frames[i].mount) for i in cams]  # each camera's idea of the rig pose
+        pose = np.eye(4)
+        pose[:3, :3] = _mean_rotation([T[:3, :3] for T in rig])
+        pose[:3, 3] = np.mean([T[:3, 3] for T in rig], axis=0)
+        for i in cams:
+            out[i] = pose @ frames[i].mount
+    depth = (pred.depth * np.float32(s)).astype(np.float32)
+    return replace(pred, depth=depth, w2c=invert_rigid(out), is_metric=True), float(s)
