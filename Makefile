@@ -53,14 +53,12 @@ $(VENV)/.stamp-interfaces: $(VENV)/.stamp-reqs $(INTERFACE_SRCS)
 
 # Editable install: the `da3` console script in $(VENV)/bin (it replaces the reference package's `da3`),
 # da3_core and da3_ros importable from the checkout.
-# An editable install does not copy data_files, so link the ament index entry, package.xml, launch/ and config/
-# into the venv's share/ (as colcon --symlink-install would): get_package_share_directory("da3_ros") works.
-$(VENV)/.stamp-project: $(VENV)/.stamp-interfaces Makefile setup.py setup.cfg package.xml resource/da3_ros $(wildcard launch config)
+# An editable install does not copy data_files, so scripts/venv_prefix.py lays the venv out as colcon
+# --symlink-install would: the ament index entry, share/da3_ros/{package.xml,launch/*,config/*} as file links and
+# lib/da3_ros/<executable> links, so that `ros2 run` / `ros2 launch da3_ros ...` work once launch is installed.
+$(VENV)/.stamp-project: $(VENV)/.stamp-interfaces Makefile setup.py setup.cfg package.xml resource/da3_ros scripts/venv_prefix.py $(wildcard launch config launch/* config/*)
 	$(PIP) install --no-input --no-deps --no-build-isolation -e .
-	mkdir -p $(VENV)/share/ament_index/resource_index/packages $(VENV)/share/da3_ros
-	cp resource/da3_ros $(VENV)/share/ament_index/resource_index/packages/da3_ros
-	ln -sfn $(CURDIR)/package.xml $(VENV)/share/da3_ros/package.xml
-	for d in launch config; do if [ -d $$d ]; then ln -sfn $(CURDIR)/$$d $(VENV)/share/da3_ros/$$d; fi; done
+	$(PY) scripts/venv_prefix.py $(VENV)
 	@touch $@
 
 # --- everyday targets --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
@@ -30,7 +31,7 @@ PARAMS: tuple[Param, ...] = (
           "geometry, for tests)", choices=("da3", "oracle")),
     Param("weights", "", "official checkpoint folder / model.safetensors, or ours; '' = embedded default"),
     Param("variant", "", "variant name when the checkpoint has no config.json ('' = from the checkpoint)"),
-    Param("device", "auto", "torch device: auto, cpu, cuda, cuda:N"),
+    Param("device", "auto", "torch device: auto (a GPU when there is one), cpu, cuda, cuda:N"),
     Param("process_res", 504, "longest image side fed to the network (pixels)", range=(56, 2016)),
     Param("ref_view", "first", "reference view of each window", choices=("first", "middle", "saddle_balanced",
                                                                           "saddle_sim_range")),
@@ -150,6 +151,32 @@ def validate(values: dict[str, Any]) -> list[str]:
 
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")
+
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+def resource_errors(values: dict[str, Any]) -> list[str]:
+    """What the machine lacks for these parameters, each naming the parameter and the fix: a weights path that does
+    not exist, a device that is not a torch device or a CUDA device without CUDA (imports torch only then)."""
+    errors = []
+    if values["predictor"] == "da3" and values["weights"] and not Path(values["weights"]).expanduser().exists():
+        errors.append(f"parameter 'weights' = {values['weights']!r}: no such file or folder; pass an official "
+                      "checkpoint folder (model.safetensors + config.json) or model file, or '' for the embedded "
+                      "default")
+    device = values["device"]
+    if not _DEVICE_RE.match(device):
+        errors.append(f"parameter 'device' = {device!r} is not a torch device; use auto, cpu, cuda or cuda:N")
+    elif values["predictor"] == "da3" and device.startswith("cuda"):
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= n:
+            found = f"{n} CUDA device(s)" if n else "no CUDA device"
+            errors.append(f"parameter 'device' = {device!r} but this machine has {found} (torch {torch.__version__}); "
+                          "use device:=cpu, or device:=auto to take a GPU when there is one")
+    return errors
 
 
 def camera_namespaces(values: dict[str, Any]) -> list[str]:

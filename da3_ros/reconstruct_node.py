@@ -70,6 +70,7 @@ from da3_ros.params import (
     check_value,
     descriptor,
     pipeline_config,
+    resource_errors,
     rig_window,
     uses_tf,
     validate,
@@ -103,14 +104,20 @@ class ReconstructNode(Node):
                 message = check_value(p.name, override.value) if override is not None else None
                 raise ParameterError(message or str(exc)) from None
         self.values = {p.name: self.get_parameter(p.name).value for p in PARAMS}
-        errors = validate(self.values)
+        errors = validate(self.values) or resource_errors(self.values)
         if errors:
             raise ParameterError("; ".join(errors))
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         from da3_ros.predictors import make_predictor
 
-        predictor, self.model_text, self.variant = make_predictor(self.values)
+        try:
+            predictor, self.model_text, self.variant = make_predictor(self.values)
+        except Exception as exc:  # noqa: BLE001 - a checkpoint that does not load: one line naming the parameter
+            detail = " ".join(str(exc).split())
+            raise ParameterError(f"parameter 'weights' = {self.values['weights']!r} did not load "
+                                 f"({type(exc).__name__}: {detail}); pass an official DA3 checkpoint folder or file, "
+                                 "or '' for the embedded default") from None
         v = self.values
         self.camera_names = camera_namespaces(v)  # [''] for one camera
         self.pipeline = StreamPipeline(predictor, pipeline_config(v), window=rig_window(v))

@@ -44,7 +44,7 @@ from da3_ros import bags
 from da3_ros.params import pipeline_config
 
 __all__ = ["run_replay", "pipeline_config", "parameter_values", "nearest_within", "map_f1", "within_distance",
-           "ground_truth_accuracy", "eval_stride", "main"]
+           "ground_truth_accuracy", "depth_accuracy", "trajectory_accuracy", "gt_cloud", "eval_stride", "main"]
 
 STAGES = ("decode", "predict", "chain", "cloud", "map", "write")
 TIMING_KEYS = ("timings",)  # summary fields that differ between runs
@@ -415,15 +415,44 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def depth_accuracy(pred: list[np.ndarray], gt: list[np.ndarray], is_metric: bool) -> dict[str, Any]:
+    """AbsRel / delta1 of predicted against true depth over all given frames (each a flat or 2-D array, equal
+    shapes pairwise): median alignment for relative predictions, none for metric ones."""
+    from da3_core.eval.depth_metrics import depth_scores
+
+    mode = "none" if is_metric else "median"
+    sc = depth_scores(np.concatenate([p.reshape(-1) for p in pred]), np.concatenate([g.reshape(-1) for g in gt]),
+                      mode=mode)
+    return {"abs_rel": sc.abs_rel, "delta1": sc.delta1, "alignment": mode, "scale": sc.scale, "frames": len(pred),
+            "pixels": sc.num_pixels}
+
+
+def trajectory_accuracy(pred_c2w: np.ndarray, gt_c2w: np.ndarray, is_metric: bool
+                        ) -> tuple[dict[str, Any], tuple[float, np.ndarray, np.ndarray], np.ndarray]:
+    """ATE after Sim(3) (SE(3) when metric) alignment of predicted onto true camera-to-world poses (N, 4, 4); returns
+    (scores, (s, R, t) mapping predicted map points into the true world: ``X -> s R X + t``, the true path moved into
+    the map frame for drawing)."""
+    from da3_core.eval.pose_metrics import absolute_trajectory_error
+    from da3_core.geometry.sim3 import umeyama_sim3
+
+    ate = absolute_trajectory_error(np.linalg.inv(pred_c2w), np.linalg.inv(gt_c2w), with_scale=not is_metric)
+    s, R, t = umeyama_sim3(pred_c2w[:, :3, 3], gt_c2w[:, :3, 3], with_scale=not is_metric)
+    extent = float(np.linalg.norm(gt_c2w[:, :3, 3].max(0) - gt_c2w[:, :3, 3].min(0)))
+    scores = {"ate_rmse": ate.ate_rmse, "ate_rel_extent": ate.ate_rmse / max(extent, 1e-12), "scale": ate.scale,
+              "poses": ate.num_poses, "alignment": "se3" if is_metric else "sim3"}
+    inv = np.eye(4)
+    inv[:3, :3] = R.T / s
+    inv[:3, 3] = -R.T @ t / s
+    gt_aligned = np.einsum("ij,njk->nik", inv, gt_c2w)
+    gt_aligned[:, :3, :3] *= s  # keep rotations orthonormal for drawing
+    return scores, (s, R, t), gt_aligned
+
+
 def ground_truth_accuracy(stamps, poses, map_pts, pred_depth, gt_depth, gt_pose, frame_K, is_metric, tol_ns,
                           f1_threshold, unproject_pixels) -> tuple[dict[str, Any], np.ndarray | None]:
     """Depth (AbsRel / delta1), trajectory (ATE after Sim(3), SE(3) when metric) and map F1 against ground truth,
     plus the ground-truth path moved into the map frame for drawing. ``pred_depth`` / ``gt_depth``: stamp ->
     (full (H, W), stride, depth subsampled by stride); ``gt_pose``: stamp -> c2w; ``frame_K``: stamp -> K."""
-    from da3_core.eval.depth_metrics import depth_scores
-    from da3_core.eval.pose_metrics import absolute_trajectory_error
-    from da3_core.geometry.sim3 import umeyama_sim3
-
     acc: dict[str, Any] = {}
     # depth
     if gt_depth:
@@ -437,13 +466,10 @@ def ground_truth_accuracy(stamps, poses, map_pts, pred_depth, gt_depth, gt_pose,
             if shape != d_shape:
                 skipped += 1
                 continue
-            P.append(d.reshape(-1))
-            G.append(g.reshape(-1))
+            P.append(d)
+            G.append(g)
         if P:
-            mode = "none" if is_metric else "median"
-            sc = depth_scores(np.concatenate(P), np.concatenate(G), mode=mode)
-            acc["depth"] = {"abs_rel": sc.abs_rel, "delta1": sc.delta1, "alignment": mode, "scale": sc.scale,
-                            "frames": len(P), "pixels": sc.num_pixels}
+            acc["depth"] = depth_accuracy(P, G, is_metric)
         if skipped:
             acc["depth_skipped_size_mismatch"] = skipped
     # trajectory
@@ -455,19 +481,7 @@ def ground_truth_accuracy(stamps, poses, map_pts, pred_depth, gt_depth, gt_pose,
             pred_c2w = poses[[i for i, _ in pairs]]
             gt_c2w = np.stack([gt_pose[s] for _, s in pairs])
             try:
-                ate = absolute_trajectory_error(np.linalg.inv(pred_c2w), np.linalg.inv(gt_c2w),
-                                                with_scale=not is_metric)
-                # pred map frame -> ground-truth world, and back for drawing the ground truth over the map
-                s, R, t = umeyama_sim3(pred_c2w[:, :3, 3], gt_c2w[:, :3, 3], with_scale=not is_metric)
-                extent = float(np.linalg.norm(gt_c2w[:, :3, 3].max(0) - gt_c2w[:, :3, 3].min(0)))
-                acc["trajectory"] = {"ate_rmse": ate.ate_rmse, "ate_rel_extent": ate.ate_rmse / max(extent, 1e-12),
-                                     "scale": ate.scale, "poses": ate.num_poses,
-                                     "alignment": "se3" if is_metric else "sim3"}
-                inv = np.eye(4)
-                inv[:3, :3] = R.T / s
-                inv[:3, 3] = -R.T @ t / s
-                gt_aligned = np.einsum("ij,njk->nik", inv, gt_c2w)
-                gt_aligned[:, :3, :3] *= s  # keep rotations orthonormal for drawing
+                acc["trajectory"], (s, R, t), gt_aligned = trajectory_accuracy(pred_c2w, gt_c2w, is_metric)
                 # map F1 in ground-truth units
                 if gt_depth and frame_K:
                     gds = np.array(sorted(gt_depth), dtype=np.int64)
@@ -481,16 +495,22 @@ def ground_truth_accuracy(stamps, poses, map_pts, pred_depth, gt_depth, gt_pose,
                         shape, st, g = gt_depth[int(gds[j])]
                         if shape != pred_depth[ps][0]:  # K belongs to the colour image
                             continue
-                        r, c = np.nonzero(np.isfinite(g) & (g > 0))
-                        Kd = K.copy()
-                        Kd[:2] /= st  # subsampled pixel (r, c) is full-resolution pixel (r st, c st)
-                        cloud.append(unproject_pixels(g, Kd, gt_pose[sg], r, c))
+                        cloud.append(gt_cloud(g, K, st, gt_pose[sg], unproject_pixels))
                     if cloud:
                         pred_world = s * np.asarray(map_pts, np.float64) @ R.T + t
                         acc["map"] = map_f1(pred_world, np.concatenate(cloud), f1_threshold)
             except (np.linalg.LinAlgError, ValueError) as exc:
                 acc["trajectory_error"] = str(exc)
     return acc, gt_aligned
+
+
+def gt_cloud(depth_sub: np.ndarray, K: np.ndarray, stride: int, c2w: np.ndarray, unproject_pixels) -> np.ndarray:
+    """World points (N, 3) of a true depth map subsampled by ``stride`` (pixel (r, c) of it is full-resolution pixel
+    (r stride, c stride)); K of the full-resolution image."""
+    r, c = np.nonzero(np.isfinite(depth_sub) & (depth_sub > 0))
+    Kd = np.asarray(K, dtype=np.float64).copy()
+    Kd[:2] /= stride
+    return unproject_pixels(depth_sub, Kd, c2w, r, c)
 
 
 def format_timings(summary: dict[str, Any]) -> str:

@@ -12,9 +12,10 @@
   runs it unchanged. Window frames are ordered step by step, cameras in index order within a step.
 - :func:`align_to_rig`: a window predicted without known poses has the network's own scale. With the cameras'
   calibrated mounts (``Frame.mount`` = T(rig <- camera), metres) the predicted baselines between cameras of one step
-  fix the scale (least squares over every pair of every step), and each step's cameras are then placed on the rigid
-  rig: the rig pose of a step is the mean of what each camera says (rotation projected back onto SO(3)), and every
-  camera of the step is put at that pose times its mount. The window comes out metric.
+  fix the scale (the median ratio of known to predicted baseline lengths over every pair of every step), and each
+  step's cameras are then placed on the rigid rig: the rig pose of a step is the mean of what each camera says
+  (rotation projected back onto SO(3)), and every camera of the step is put at that pose times its mount. The window
+  comes out metric.
 """
 
 from __future__ import annotations
@@ -178,21 +179,21 @@ def _steps_of(frames: list[Frame], tolerance_ns: int) -> list[list[int]]:
 
 
 def rig_scale(frames: list[Frame], c2w: np.ndarray, tolerance_ns: int = 10_000_000) -> float | None:
-    """Metres per prediction unit from the baselines: least squares of the predicted relative translations between
-    cameras of one step (in the first camera's axes) onto the known ones of their mounts; None without a baseline."""
-    num = den = 0.0
+    """Metres per prediction unit from the baselines: the median, over every pair of cameras of every time step, of
+    the known baseline length (their mounts) over the predicted one; None without a baseline. Lengths, not vectors:
+    a network whose relative directions are off still gets a scale, and :func:`align_to_rig` then puts the directions
+    right with the rig."""
+    ratios = []
     for step in _steps_of(frames, tolerance_ns):
         cams = [i for i in step if frames[i].mount is not None]
         for a in range(len(cams)):
             for b in range(a + 1, len(cams)):
                 i, j = cams[a], cams[b]
-                known = (invert_rigid(frames[i].mount) @ frames[j].mount)[:3, 3]
-                pred = (invert_rigid(c2w[i]) @ c2w[j])[:3, 3]
-                num += float(known @ pred)
-                den += float(pred @ pred)
-    if den <= 0.0 or num <= 0.0:
-        return None
-    return num / den
+                known = float(np.linalg.norm((invert_rigid(frames[i].mount) @ frames[j].mount)[:3, 3]))
+                pred = float(np.linalg.norm(c2w[j, :3, 3] - c2w[i, :3, 3]))
+                if known > 0.0 and pred > 1e-9 * max(1.0, known):
+                    ratios.append(known / pred)
+    return float(np.median(ratios)) if ratios else None
 
 
 def _mean_rotation(Rs: list[np.ndarray]) -> np.ndarray:

@@ -27,6 +27,14 @@ def test_parameter_file_is_the_generated_one():
     assert (ROOT / "config" / "reconstruct.yaml").read_text() == parameter_yaml()
 
 
+@pytest.mark.parametrize("name", ["robot.yaml", "rig.yaml"])
+def test_robot_and_rig_set_ups_are_valid_parameter_files(name):
+    data = yaml.safe_load((ROOT / "config" / name).read_text())
+    values = data["reconstruct"]["ros__parameters"]
+    assert set(values) <= set(BY_NAME), set(values) - set(BY_NAME)
+    assert validate({**{p.name: p.default for p in PARAMS}, **values}) == []
+
+
 def test_validation_names_the_parameter_and_its_range():
     values = {p.name: p.default for p in PARAMS}
     assert any("'window_size'" in e and "[2, 64]" in e for e in validate({**values, "window_size": 1}))
@@ -51,6 +59,11 @@ def test_launch_file_declares_the_documented_arguments():
     args = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "ARGS")
     names = {k.value for k in args.value.keys}
     assert {"weights", "variant", "image", "camera_info", "config", "use_sim_time", "rviz"} <= names
+    assert {"cameras", "image_suffix", "camera_info_suffix", "pose_source_frame", "odom_frame", "base_frame",
+            "tf_mode"} <= names  # robot and rig set-ups
+    overrides = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                     and getattr(n.targets[0], "id", "") == "OVERRIDES")
+    assert {e.value for e in overrides.value.elts} <= set(BY_NAME)  # every override is a node parameter
 
 
 def test_launch_file_builds_a_description_when_launch_is_installed():
