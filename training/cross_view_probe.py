@@ -30,9 +30,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from da3_core.registry import build_network  # noqa: E402
+from da3_core.train.correspondence import PatchMatches, bilinear_patch_targets, patch_centres  # noqa: E402
 from da3_core.train.init import init_weights  # noqa: E402
 from da3_core.train.loop import load_init_weights  # noqa: E402
 from da3_core.train.losses import camera_loss  # noqa: E402
+from da3_core.train.matching import MATCH_SOFTMAX, matching_cross_entropy  # noqa: E402
 
 PATCH = 14
 
@@ -41,7 +43,7 @@ def yaw_targets(shift: torch.Tensor, deg_per_patch: float) -> torch.Tensor:
     """(B, 2, 9) pose encodings: both cameras at the origin, the second turned by ``shift * deg_per_patch`` degrees
     about its y axis, a fixed field of view."""
     yaw = torch.deg2rad(shift.float() * deg_per_patch)
-    enc = torch.zeros(len(shift), 2, 9)
+    enc = torch.zeros(len(shift), 2, 9, device=shift.device)
     enc[..., 6] = 1.0  # identity quaternion (xyzw)
     enc[:, 1, 4], enc[:, 1, 6] = torch.sin(yaw / 2), torch.cos(yaw / 2)
     enc[..., 7:9] = 2 * math.atan(0.5)
@@ -54,13 +56,31 @@ def shifted_pairs(batch: int, hw: tuple[int, int], max_shift: int, deg_per_patch
     noise upsampled 7x (a few blobs per patch), so every patch is distinctive."""
     height, width = hw
     pad = max_shift * PATCH
-    base = torch.randn(batch, 3, height // 7, (width + 2 * pad) // 7, generator=gen)
+    dev = gen.device
+    base = torch.randn(batch, 3, height // 7, (width + 2 * pad) // 7, generator=gen, device=dev)
     base = F.interpolate(base, scale_factor=7, mode="bilinear", align_corners=False)
-    shift = torch.randint(-max_shift, max_shift + 1, (batch,), generator=gen)
+    shift = torch.randint(-max_shift, max_shift + 1, (batch,), generator=gen, device=dev)
     first = base[..., pad:pad + width]
-    second = torch.stack([base[b, :, :, pad + int(s) * PATCH: pad + int(s) * PATCH + width]
-                          for b, s in enumerate(shift)])
+    cols = pad + shift[:, None] * PATCH + torch.arange(width, device=dev)  # (B, W): view 2 column x = base column
+    second = base.gather(-1, cols[:, None, None, :].expand(batch, 3, height, width))
     return torch.stack((first, second), 1), yaw_targets(shift, deg_per_patch), shift
+
+
+def shift_matches(shift: torch.Tensor, hw: tuple[int, int]) -> PatchMatches:
+    """Matching targets of :func:`shifted_pairs`: pixel x of view 2 shows what pixel x + shift * 14 of view 1 shows,
+    so patch (r, c) of view 2 is patch (r, c + shift) of view 1 and the other way round (seen when inside)."""
+    height, width = hw
+    grid = (height // PATCH, width // PATCH)
+    centres = patch_centres(grid, PATCH, shift.device)  # (N, 2)
+    B, N = len(shift), len(centres)
+    uv = centres[None, None, :, None, :].repeat(B, 2, 1, 2, 1)  # (B, S_j, N, S_i, 2)
+    du = shift.float()[:, None] * PATCH
+    uv[:, 1, :, 0, 0] += du  # view 2 -> view 1
+    uv[:, 0, :, 1, 0] -= du  # view 1 -> view 2
+    valid = (uv[..., 0] >= -0.5) & (uv[..., 0] < width - 0.5)
+    valid &= ~torch.eye(2, dtype=torch.bool, device=shift.device)[None, :, None, :]
+    index, weight = bilinear_patch_targets(uv, valid, grid, PATCH)
+    return PatchMatches(index=index, weight=weight, valid=valid.expand(B, 2, N, 2))
 
 
 def brighter_pairs(batch: int, hw: tuple[int, int], max_shift: int, deg_per_patch: float,
@@ -68,9 +88,10 @@ def brighter_pairs(batch: int, hw: tuple[int, int], max_shift: int, deg_per_patc
     """The control task: two unrelated textures with random brightness offsets; "shift" = +max_shift when the
     second view is brighter on average, else -max_shift (same outputs as :func:`shifted_pairs`)."""
     height, width = hw
-    tex = F.interpolate(torch.randn(batch * 2, 3, height // 7, width // 7, generator=gen), scale_factor=7,
-                        mode="bilinear", align_corners=False).reshape(batch, 2, 3, height, width)
-    tex = tex + 0.5 * torch.randn(batch, 2, 1, 1, 1, generator=gen)
+    dev = gen.device
+    tex = F.interpolate(torch.randn(batch * 2, 3, height // 7, width // 7, generator=gen, device=dev),
+                        scale_factor=7, mode="bilinear", align_corners=False).reshape(batch, 2, 3, height, width)
+    tex = tex + 0.5 * torch.randn(batch, 2, 1, 1, 1, generator=gen, device=dev)
     brighter = tex[:, 1].mean((1, 2, 3)) > tex[:, 0].mean((1, 2, 3))
     shift = torch.where(brighter, max_shift, -max_shift)
     return tex, yaw_targets(shift, deg_per_patch), shift
@@ -93,47 +114,81 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     ap.add_argument("--init-from", default="", help="start from these weights instead of the from-scratch init")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--lr", type=float, default=5e-4, help="peak LR (cosine decay to 5 %% of it)")
     ap.add_argument("--size", type=int, nargs=2, default=(84, 112), metavar=("H", "W"))
     ap.add_argument("--max-shift", type=int, default=3, help="largest shift, in patches")
     ap.add_argument("--deg-per-patch", type=float, default=6.0)
     ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--match-weight", type=float, default=0.0,
+                    help="weight of the matching loss (da3_core.train.matching; shift task only); 0 = off")
+    ap.add_argument("--match-layers", type=int, nargs="*", default=None,
+                    help="global blocks whose attention is supervised (default: the first global block)")
+    ap.add_argument("--match-heads", type=int, default=1, help="supervised heads per block")
+    ap.add_argument("--match-softmax", choices=MATCH_SOFTMAX, default="view",
+                    help="softmax over each other view's patches, or over all views' (da3_core.train.matching)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda: the batches are made on this device")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    dev = torch.device(args.device)
     net = build_network(args.variant)
     init_weights(net)
     if args.init_from:
         load_init_weights(net, args.init_from, args.variant)
+    net.to(dev)
+    vit = net.backbone.pretrained
+    layers = tuple(args.match_layers) if args.match_layers is not None else \
+        tuple(i for i in range(vit.cfg.depth) if vit.is_global_block(i))[:1]
+    match = args.match_weight > 0 and args.task == "shift"
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
-    train_gen = torch.Generator().manual_seed(args.seed + 1)
+    # cosine decay to 5 % of the peak over the run (the last steps settle instead of jittering around the answer)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, args.steps)))))
+    train_gen = torch.Generator(dev).manual_seed(args.seed + 1)
     make_pairs = TASKS[args.task]
-    x_val, _, s_val = make_pairs(64, tuple(args.size), args.max_shift, args.deg_per_patch,
-                                    torch.Generator().manual_seed(10_000))
+    hw = tuple(args.size)
+    x_val, _, s_val = make_pairs(64, hw, args.max_shift, args.deg_per_patch, torch.Generator(dev).manual_seed(10_000))
     want = s_val.float() * args.deg_per_patch
     const_err = (want - want.median()).abs().mean().item()
+    how = (f"weight {args.match_weight:g} on blocks {list(layers)} x {args.match_heads} head(s), softmax over "
+           f"{args.match_softmax}") if match else "off"
     print(f"{args.variant}, task {args.task}: targets -{args.max_shift}..{args.max_shift} x {args.deg_per_patch} deg; "
-          f"constant guess: mean |yaw error| {const_err:.2f} deg")
+          f"constant guess: mean |yaw error| {const_err:.2f} deg; matching loss {how}")
     rows, t0 = [], time.time()
     for step in range(1, args.steps + 1):
         net.train()
-        x, enc, _ = make_pairs(args.batch, tuple(args.size), args.max_shift, args.deg_per_patch, train_gen)
-        loss, _ = camera_loss(net(x, ref_view_strategy="first")["pose_enc"], enc)
+        x, enc, shift = make_pairs(args.batch, hw, args.max_shift, args.deg_per_patch, train_gen)
+        out = net(x, ref_view_strategy="first", match_layers=layers if match else (), match_heads=args.match_heads)
+        loss, _ = camera_loss(out["pose_enc"], enc)
+        if match:
+            match_loss, _ = matching_cross_entropy(out["match_q"], out["match_k"], shift_matches(shift, hw),
+                                                   over=args.match_softmax)
+            loss = loss + args.match_weight * match_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
+        sched.step()
         if step % args.eval_every == 0 or step == args.steps:
             net.eval()
             with torch.no_grad():
-                yaw = predicted_yaw_deg(net(x_val, ref_view_strategy="first")["pose_enc"])
+                out = net(x_val, ref_view_strategy="first", match_layers=layers if match else (),
+                          match_heads=args.match_heads)
+                yaw = predicted_yaw_deg(out["pose_enc"])
+                acc = matching_cross_entropy(out["match_q"], out["match_k"], shift_matches(s_val, hw),
+                                             over=args.match_softmax)[1]["acc"] if match else None
             err = (yaw - want).abs().mean().item()
-            corr = float(np.corrcoef(yaw.numpy(), want.numpy())[0, 1]) if yaw.std() > 0 else 0.0
-            rows.append({"step": step, "loss": loss.item(), "yaw_err": err, "corr": corr})
+            corr = float(np.corrcoef(yaw.cpu().numpy(), want.cpu().numpy())[0, 1]) if yaw.std() > 0 else 0.0
+            row = {"step": step, "loss": loss.item(), "yaw_err": err, "corr": corr}
+            if acc is not None:
+                row["match_acc"] = acc.item()
+            rows.append(row)
             print(f"step {step:5d}  loss {loss.item():.3f}  held-out |yaw error| {err:6.2f} deg "
-                  f"(constant {const_err:.2f})  corr {corr:+.2f}  {time.time() - t0:.0f} s", flush=True)
+                  f"(constant {const_err:.2f})  corr {corr:+.2f}"
+                  + (f"  match acc {row['match_acc']:.2f}" if acc is not None else "")
+                  + f"  {time.time() - t0:.0f} s", flush=True)
     return rows
 
 

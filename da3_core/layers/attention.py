@@ -28,12 +28,23 @@ class Attention(nn.Module):
         self.k_norm = nn.LayerNorm(self.head_dim, eps=qk_norm_eps) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, rope: RopeTables | None = None) -> torch.Tensor:
-        b, n, c = x.shape
+    def qkv_heads(self, x: torch.Tensor, rope: RopeTables | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys (after QK-norm and RoPE) and values of (B, N, C) tokens, each (B, heads, N, D)."""
+        b, n, _ = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B, heads, N, D)
         q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, rope: RopeTables | None = None,
+                keep_qk: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+        """``keep_qk``: when a list is given, the (q, k) pair of this call is appended to it (matching loss)."""
+        b, n, c = x.shape
+        q, k, v = self.qkv_heads(x, rope)
+        if keep_qk is not None:
+            keep_qk.append((q, k))
         x = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, D)
         return self.proj(x.transpose(1, 2).reshape(b, n, c))

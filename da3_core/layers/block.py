@@ -31,6 +31,8 @@ class Block(nn.Module):
             raise ValueError(f"unknown ffn {ffn!r}; use 'mlp' or 'swiglu'")
         self.ls2 = LayerScale(dim, layer_scale_init)
 
-    def forward(self, x: torch.Tensor, rope: RopeTables | None = None) -> torch.Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x), rope))
+    def forward(self, x: torch.Tensor, rope: RopeTables | None = None,
+                keep_qk: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+        """``keep_qk``: collects the attention's (q, k) (see :meth:`Attention.forward`)."""
+        x = x + self.ls1(self.attn(self.norm1(x), rope, keep_qk))
         return x + self.ls2(self.mlp(self.norm2(x)))

@@ -40,6 +40,9 @@ class BackboneOutput:
     features: list[torch.Tensor]  # per tapped layer: (B, S, h*w, feature_dim) patch tokens
     camera_tokens: list[torch.Tensor]  # per tapped layer: (B, S, feature_dim), un-normalised token 0
     ref_index: torch.Tensor | None  # (B,) reference view chosen by content, None when the order was kept
+    # (B, S, h*w, G, D) patch queries / keys of the supervised heads of the ``match_layers`` (training only)
+    match_q: torch.Tensor | None = None
+    match_k: torch.Tensor | None = None
 
 
 def _grid_positions(h: int, w: int, device: torch.device) -> torch.Tensor:
@@ -108,10 +111,25 @@ class CrossViewViT(nn.Module):
         return local, glob
 
     # --- forward ------------------------------------------------------------------------------------------------
+    def is_global_block(self, index: int) -> bool:
+        """Whether block ``index`` attends across views."""
+        return self.cfg.has_camera_token and index >= self.cfg.alt_start and index % 2 == 1
+
     def forward(self, x: torch.Tensor, cam_tokens: torch.Tensor | None = None,
-                ref_view_strategy: str = "saddle_balanced") -> BackboneOutput:
-        """x: (B, S, 3, H, W) normalised images; cam_tokens: (B, S, C) from the camera encoder, or None."""
+                ref_view_strategy: str = "saddle_balanced", match_layers: tuple[int, ...] = (),
+                match_heads: int = 1) -> BackboneOutput:
+        """x: (B, S, 3, H, W) normalised images; cam_tokens: (B, S, C) from the camera encoder, or None.
+
+        ``match_layers``: global blocks whose attention queries and keys (first ``match_heads`` heads, patch tokens,
+        input view order) are returned as ``match_q`` / ``match_k`` for the matching loss (da3_core.train.matching).
+        """
         cfg = self.cfg
+        for layer in match_layers:
+            if not self.is_global_block(layer):
+                raise ValueError(f"match layer {layer} is not a global (cross-view) block; global blocks are "
+                                 f"{[i for i in range(cfg.depth) if self.is_global_block(i)]}")
+        if not 1 <= match_heads <= cfg.num_heads:
+            raise ValueError(f"match_heads must be in 1..{cfg.num_heads}, got {match_heads}")
         b, s, _, height, width = x.shape
         h, w = height // cfg.patch_size, width // cfg.patch_size
         c = cfg.embed_dim
@@ -128,6 +146,8 @@ class CrossViewViT(nn.Module):
         order: torch.Tensor | None = None
         ref_index: torch.Tensor | None = None
         taps: list[torch.Tensor] = []
+        kept_q: list[torch.Tensor] = []
+        kept_k: list[torch.Tensor] = []
         for i, block in enumerate(self.blocks):
             use_rope = 0 <= cfg.rope_start <= i
             if alt and i == cfg.alt_start - 1 and s >= MIN_VIEWS_FOR_SELECTION and cam_tokens is None:
@@ -136,8 +156,13 @@ class CrossViewViT(nn.Module):
                 x, local_x = reorder_views(x, order), reorder_views(local_x, order)
             if alt and i == cfg.alt_start:
                 x, local_x = self._insert_camera_tokens(x, local_x, cam_tokens)
-            if alt and i >= cfg.alt_start and i % 2 == 1:  # global: attend across all views
-                x = block(x.reshape(b, s * n, c), rope_global if use_rope else None).reshape(b, s, n, c)
+            if self.is_global_block(i):  # global: attend across all views
+                keep: list[tuple[torch.Tensor, torch.Tensor]] | None = [] if i in match_layers else None
+                x = block(x.reshape(b, s * n, c), rope_global if use_rope else None, keep).reshape(b, s, n, c)
+                if keep:
+                    for t, kept in zip(keep[0], (kept_q, kept_k)):
+                        t = t[:, :match_heads].unflatten(2, (s, n))[:, :, :, 1:].permute(0, 2, 3, 1, 4)
+                        kept.append(restore_views(t, order) if order is not None else t)
             else:  # local: attend within each view
                 x = block(x.reshape(b * s, n, c), rope_local if use_rope else None).reshape(b, s, n, c)
                 local_x = x
@@ -148,7 +173,10 @@ class CrossViewViT(nn.Module):
         taps = [taps[sorted(cfg.out_layers).index(layer)] for layer in cfg.out_layers]
         camera_tokens = [t[:, :, 0] for t in taps]
         features = [self._normalise(t)[:, :, 1:] for t in taps]
-        return BackboneOutput(features=features, camera_tokens=camera_tokens, ref_index=ref_index)
+        match_q = torch.cat(kept_q, dim=3) if kept_q else None
+        match_k = torch.cat(kept_k, dim=3) if kept_k else None
+        return BackboneOutput(features=features, camera_tokens=camera_tokens, ref_index=ref_index, match_q=match_q,
+                              match_k=match_k)
 
     def _insert_camera_tokens(self, x: torch.Tensor, local_x: torch.Tensor,
                               cam_tokens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,5 +206,6 @@ class Backbone(nn.Module):
         self.pretrained = CrossViewViT(cfg)
 
     def forward(self, x: torch.Tensor, cam_tokens: torch.Tensor | None = None,
-                ref_view_strategy: str = "saddle_balanced") -> BackboneOutput:
-        return self.pretrained(x, cam_tokens, ref_view_strategy)
+                ref_view_strategy: str = "saddle_balanced", match_layers: tuple[int, ...] = (),
+                match_heads: int = 1) -> BackboneOutput:
+        return self.pretrained(x, cam_tokens, ref_view_strategy, match_layers, match_heads)

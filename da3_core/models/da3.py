@@ -60,16 +60,19 @@ class DA3Network(nn.Module):
 
     def forward(self, x: torch.Tensor, extrinsics: torch.Tensor | None = None,
                 intrinsics: torch.Tensor | None = None, ref_view_strategy: str = "saddle_balanced",
-                use_ray_pose: bool = False) -> dict[str, torch.Tensor]:
+                use_ray_pose: bool = False, match_layers: tuple[int, ...] = (),
+                match_heads: int = 1) -> dict[str, torch.Tensor]:
         """x: (B, S, 3, H, W) ImageNet-normalised, H and W multiples of 14. Optional known cameras (both or none):
-        extrinsics (B, S, 3|4, 4) OpenCV world-to-camera, intrinsics (B, S, 3, 3) in pixels of ``x``."""
+        extrinsics (B, S, 3|4, 4) OpenCV world-to-camera, intrinsics (B, S, 3, 3) in pixels of ``x``.
+        ``match_layers`` / ``match_heads`` (training): also return ``match_q`` / ``match_k`` (B, S, h*w, G, D), the
+        attention queries and keys of those global blocks' first heads (da3_core.train.matching)."""
         self._check_inputs(x, extrinsics, intrinsics, ref_view_strategy, use_ray_pose)
         height, width = x.shape[-2:]
         cam_tokens = None
         if extrinsics is not None and self.cam_enc is not None:
             with torch.autocast(device_type=x.device.type, enabled=False):
                 cam_tokens = self.cam_enc(extrinsics.float(), intrinsics.float(), (height, width))
-        feats: BackboneOutput = self.backbone(x, cam_tokens, ref_view_strategy)
+        feats: BackboneOutput = self.backbone(x, cam_tokens, ref_view_strategy, tuple(match_layers), match_heads)
 
         with torch.autocast(device_type=x.device.type, enabled=False):
             out = self.head([f.float() for f in feats.features], (height, width))
@@ -85,6 +88,8 @@ class DA3Network(nn.Module):
                     out["ref_index"] = feats.ref_index
         if "sky" in out:
             out["depth"] = clamp_mono_sky(out["depth"], out["sky"])
+        if feats.match_q is not None:
+            out["match_q"], out["match_k"] = feats.match_q, feats.match_k
         return out
 
     def _check_inputs(self, x: torch.Tensor, extrinsics: torch.Tensor | None, intrinsics: torch.Tensor | None,

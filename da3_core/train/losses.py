@@ -26,6 +26,11 @@ Conventions chosen where the paper is silent (all documented defaults of :class:
   The raw L1 also pulls |q^| to 1; inference normalises anyway (``quat_to_mat``).
 - L_grad (Eq. 3): ``|dx D^ - dx D|_1 + |dy D^ - dy D|_1`` with forward differences; a difference is valid only when
   both of its pixels are valid; each direction is averaged over its valid pairs.
+
+Beyond the paper, ``match_weight`` > 0 adds the matching loss L_match of :mod:`da3_core.train.matching` (a
+cross-entropy on the attention logits of chosen global blocks against ground-truth patch correspondences), which
+teaches a from-scratch network to match content across views; it needs ``targets.matches`` and the network's
+``match_q`` / ``match_k`` outputs (call it with ``match_layers``).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from da3_core.geometry.pose_encoding import cameras_to_encoding
+from da3_core.train.matching import matching_cross_entropy
 from da3_core.train.targets import Targets, points_from_depth_and_rays
 
 __all__ = [
@@ -69,6 +75,7 @@ class StudentLossConfig:
     lambda_c: float = DEFAULT_LAMBDA_C
     ray_conf: bool = True  # weight L_M by ray_conf
     point_conf: bool = False  # weight L_P by depth_conf
+    match_weight: float = 0.0  # L_match (not in the paper, see the module notes); 0 = off
 
 
 def _zero_like(x: torch.Tensor) -> torch.Tensor:
@@ -260,6 +267,12 @@ def student_loss(outputs: Mapping[str, torch.Tensor], targets: Targets,
     if cfg.beta and ("pose_enc" in outputs or "extrinsics" in outputs):
         enc = pose_encoding_from_outputs(outputs, targets.image_hw)
         terms["camera"] = (cfg.beta, camera_loss(enc, targets.pose_enc, targets.ray_valid.flatten(2).any(-1)))
+    if cfg.match_weight:
+        if targets.matches is None or "match_q" not in outputs:
+            raise ValueError("match_weight > 0 needs targets.matches (patch_correspondences) and the network's "
+                             "match_q / match_k (call it with match_layers); set match_weight 0 to train without")
+        terms["match"] = (cfg.match_weight, matching_cross_entropy(outputs["match_q"], outputs["match_k"],
+                                                                   targets.matches))
     total = _zero_like(depth)
     for name, (weight, (value, sub)) in terms.items():
         total = total + weight * value

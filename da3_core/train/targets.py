@@ -24,6 +24,7 @@ then gives ``P = t + D * d`` at depth resolution. The point loss uses the same f
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,9 @@ from da3_core.geometry.points import depth_to_points
 from da3_core.geometry.pose_encoding import cameras_to_encoding
 from da3_core.geometry.ray_solver import cameras_to_rays
 from da3_core.geometry.transforms import compose, invert_extrinsics, to_homogeneous
+
+if TYPE_CHECKING:
+    from da3_core.train.correspondence import PatchMatches
 
 __all__ = [
     "Targets",
@@ -63,6 +67,8 @@ class Targets:
         K: (B, S, 3, 3) pixel intrinsics (unchanged).
         scale: (B,) the normalisation scale that was divided out (metres per target unit).
         image_hw: (H, W).
+        matches: cross-view patch correspondences for the matching loss (set by the training step when it is on;
+            :func:`da3_core.train.correspondence.patch_correspondences`), else None.
     """
 
     depth: torch.Tensor
@@ -75,6 +81,7 @@ class Targets:
     K: torch.Tensor
     scale: torch.Tensor
     image_hw: tuple[int, int]
+    matches: PatchMatches | None = None
 
     def to(self, device: torch.device | str) -> Targets:
         """Copy with every tensor moved to ``device``."""

@@ -28,6 +28,31 @@ def test_pairs_are_patch_shifts_with_matching_yaw() -> None:
     assert set(shift.tolist()) <= {-2, -1, 0, 1, 2}
 
 
+def test_shift_matches_point_at_the_patch_with_the_same_pixels() -> None:
+    """Every matched pair of patches holds identical pixels (the independent check: the images themselves); patches
+    whose content left the other view are unmatched; the weights are one-hot at the patch centre."""
+    hw, P = (28, 70), probe.PATCH
+    x, _, shift = probe.shifted_pairs(5, hw, 2, 5.0, torch.Generator().manual_seed(2))
+    m = probe.shift_matches(shift, hw)
+    patches = x.unfold(3, P, P).unfold(4, P, P)  # (B, 2, 3, h, w, P, P)
+    patches = patches.permute(0, 1, 3, 4, 2, 5, 6).flatten(2, 3)  # (B, 2, N, 3, P, P)
+    for b, s in enumerate(shift.tolist()):
+        for j, i in ((0, 1), (1, 0)):
+            valid = m.valid[b, j, :, i]
+            assert int(valid.sum()) == 2 * (5 - abs(s))  # 2 rows x the columns still in view
+            for n in valid.nonzero().flatten().tolist():
+                assert float(m.weight[b, j, n, i].max()) == pytest.approx(1.0)
+                target = int(m.index[b, j, n, i][m.weight[b, j, n, i].argmax()])
+                torch.testing.assert_close(patches[b, i, target], patches[b, j, n], atol=0, rtol=0)
+        assert not m.valid[b, 0, :, 0].any() and not m.valid[b, 1, :, 1].any()
+
+
+def test_matching_supervision_runs() -> None:
+    rows = probe.main(["--steps", "2", "--eval-every", "2", "--size", "28", "42", "--threads", "1", "--max-shift", "1",
+                       "--match-weight", "1"])
+    assert 0.0 <= rows[-1]["match_acc"] <= 1.0
+
+
 def test_predicted_yaw_ignores_quaternion_sign_and_norm() -> None:
     enc = torch.zeros(1, 2, 9)
     half = torch.deg2rad(torch.tensor(10.0)) / 2

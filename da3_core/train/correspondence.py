@@ -1,0 +1,146 @@
+"""Cross-view patch correspondences from ground-truth depth and cameras: the targets of the matching loss.
+
+For every patch of view j we take its *centre* (image coordinates ``(c p + (p - 1) / 2, r p + (p - 1) / 2)`` of
+patch (r, c), p = patch size), unproject it with the ground-truth depth of the pixel nearest to it (pixel
+``(r p + p // 2, c p + p // 2)``: for an even p the centre lies between pixels), and project that surface point into
+every other view i of the same sample. The point counts as seen by view i when
+
+- the centre pixel has a valid depth (finite, > 0);
+- it lies in front of camera i (z > 0) and projects inside view i's image (image coordinates in
+  ``[-0.5, W - 0.5) x [-0.5, H - 0.5)``, the project's integer-pixel convention, ``da3_core.geometry.points``);
+- it is not occluded there: view i's own depth at the nearest pixel agrees with the projected z within
+  ``occlusion_tol`` (relative), the usual depth test.
+
+:func:`project_patch_centres` returns the continuous image coordinates in view i and that validity;
+:func:`bilinear_patch_targets` turns coordinates into a distribution over view i's patches (the four patch centres
+around the point, bilinear weights; a point beyond the outermost centres goes to the nearest ones), which is what
+:mod:`da3_core.train.matching` supervises. Everything is batched tensor code: it runs on the model's device with no
+host round trip, and nothing here needs gradients.
+
+Coordinates: patch (r, c) covers pixels ``u in [c p, c p + p - 1]``, so its centre is at ``u = c p + (p - 1) / 2``
+and the continuous patch column of an image coordinate u is ``(u - (p - 1) / 2) / p`` (rows alike).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from da3_core.geometry.transforms import invert_extrinsics, to_homogeneous
+
+__all__ = [
+    "PatchMatches",
+    "patch_centres",
+    "project_patch_centres",
+    "bilinear_patch_targets",
+    "patch_correspondences",
+]
+
+DEFAULT_OCCLUSION_TOL = 0.05
+
+
+@dataclass
+class PatchMatches:
+    """Where each patch of view j is seen in view i (shapes (B, S_j, N, S_i, ...), N = h * w patches per view).
+
+    Attributes:
+        index: (B, S, N, S, 4) long, the four patches of view i around the point (row-major patch indices).
+        weight: (B, S, N, S, 4) float, their bilinear weights (sum 1 where ``valid``, 0 elsewhere).
+        valid: (B, S, N, S) bool, the point is seen by view i (never for i == j).
+    """
+
+    index: torch.Tensor
+    weight: torch.Tensor
+    valid: torch.Tensor
+
+
+def patch_centres(grid_hw: tuple[int, int], patch_size: int, device=None,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(h * w, 2) image coordinates (u, v) of each patch's centre, patches in row-major order."""
+    h, w = grid_hw
+    half = (patch_size - 1) / 2
+    rows = torch.arange(h, device=device, dtype=dtype) * patch_size + half
+    cols = torch.arange(w, device=device, dtype=dtype) * patch_size + half
+    v, u = torch.meshgrid(rows, cols, indexing="ij")
+    return torch.stack((u.reshape(-1), v.reshape(-1)), -1)
+
+
+def project_patch_centres(depth: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor, patch_size: int = 14,
+                          occlusion_tol: float = DEFAULT_OCCLUSION_TOL) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image coordinates in every view of every patch centre.
+
+    Args:
+        depth: (B, S, H, W) ground-truth z-depth (NaN / inf / <= 0 = unknown), H and W multiples of ``patch_size``.
+        w2c: (B, S, 3|4, 4) OpenCV world-to-camera (any common world frame and scale).
+        K: (B, S, 3, 3) intrinsics in pixels of the (H, W) image.
+        occlusion_tol: relative depth difference above which the point is hidden in view i.
+
+    Returns:
+        uv: (B, S_j, N, S_i, 2) image coordinates (u, v) in view i of the centre of patch n of view j.
+        valid: (B, S_j, N, S_i) bool (see the module docstring); False on the diagonal i == j.
+    """
+    B, S, H, W = depth.shape
+    if H % patch_size or W % patch_size:
+        raise ValueError(f"image size {H}x{W} is not a multiple of the patch size {patch_size}")
+    dt = torch.float64 if depth.dtype == torch.float64 else torch.float32
+    depth, K = depth.to(dt), K.to(dt)
+    T = to_homogeneous(w2c.to(dt))
+    centres = patch_centres((H // patch_size, W // patch_size), patch_size, depth.device, dt)  # (N, 2)
+    pixels = (centres + 0.5).floor().long()  # the pixel nearest to each centre (the lower-right one on a tie)
+    d = depth[:, :, pixels[:, 1], pixels[:, 0]]  # (B, S, N)
+    ok = torch.isfinite(d) & (d > 0)
+    d = torch.where(ok, d, torch.ones((), dtype=dt, device=d.device))
+    pix = torch.cat((centres, torch.ones_like(centres[:, :1])), -1)  # (N, 3) homogeneous image coordinates
+    rays = pix @ torch.linalg.inv(K).mT  # (B, S, N, 3), z = 1
+    X_j = rays * d[..., None]  # camera j frame
+    rel = T[:, None] @ invert_extrinsics(T)[:, :, None]  # (B, S_j, S_i, 4, 4): camera j -> camera i
+    X_i = torch.einsum("zjixy,zjny->zjnix", rel[..., :3, :3], X_j) + rel[:, :, None, :, :3, 3]  # (B, S_j, N, S_i, 3)
+    z = X_i[..., 2]
+    x = torch.einsum("zixy,zjniy->zjnix", K, X_i)
+    front = z > 1e-9
+    uv = x[..., :2] / torch.where(front, z, torch.ones_like(z))[..., None]
+    inside = (uv[..., 0] >= -0.5) & (uv[..., 0] < W - 0.5) & (uv[..., 1] >= -0.5) & (uv[..., 1] < H - 0.5)
+    # depth test at the nearest pixel of view i
+    col = torch.round(uv[..., 0]).clamp(0, W - 1).long()
+    row = torch.round(uv[..., 1]).clamp(0, H - 1).long()
+    flat = depth.reshape(B, 1, 1, S, H * W).expand(B, S, col.shape[2], S, H * W)
+    seen = flat.gather(-1, (row * W + col)[..., None]).squeeze(-1)  # (B, S_j, N, S_i)
+    visible = torch.isfinite(seen) & (seen > 0) & ((seen - z).abs() <= occlusion_tol * z.abs())
+    not_self = ~torch.eye(S, dtype=torch.bool, device=depth.device)[None, :, None, :]
+    valid = ok[..., None] & front & inside & visible & not_self
+    return uv, valid
+
+
+def bilinear_patch_targets(uv: torch.Tensor, valid: torch.Tensor, grid_hw: tuple[int, int],
+                           patch_size: int = 14) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distribution over an (h, w) patch grid for image coordinates ``uv`` (..., 2).
+
+    Returns ``index`` (..., 4) long row-major patch indices and ``weight`` (..., 4) bilinear weights of the four patch
+    centres around each point (clamped to the grid, so a point between the border and the outermost centre goes
+    to the outermost ones); weights are 0 where ``valid`` is False. The weighted mean of the four centres is the
+    point itself wherever it lies between centres.
+    """
+    h, w = grid_hw
+    half = (patch_size - 1) / 2
+    x = ((uv[..., 0] - half) / patch_size).clamp(0, w - 1)
+    y = ((uv[..., 1] - half) / patch_size).clamp(0, h - 1)
+    x0 = x.floor().clamp(max=max(w - 2, 0))
+    y0 = y.floor().clamp(max=max(h - 2, 0))
+    fx, fy = x - x0, y - y0
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    index = torch.stack((y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1), -1)
+    weight = torch.stack(((1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx), -1)
+    weight = torch.where(valid[..., None], weight, torch.zeros((), dtype=weight.dtype, device=weight.device))
+    return index, weight.float()
+
+
+def patch_correspondences(depth: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor, patch_size: int = 14,
+                          occlusion_tol: float = DEFAULT_OCCLUSION_TOL) -> PatchMatches:
+    """Matching targets of a batch: :func:`project_patch_centres` then :func:`bilinear_patch_targets`."""
+    H, W = depth.shape[-2:]
+    with torch.no_grad():
+        uv, valid = project_patch_centres(depth, w2c, K, patch_size, occlusion_tol)
+        index, weight = bilinear_patch_targets(uv, valid, (H // patch_size, W // patch_size), patch_size)
+    return PatchMatches(index=index, weight=weight, valid=valid)
