@@ -159,15 +159,16 @@ def normalize_input_extrinsics(w2c: torch.Tensor) -> torch.Tensor:
     """Official ``_normalize_extrinsics`` on (B, S, 4, 4) w2c (same dtype, float32 in the API).
 
     ``E_i @ inv(E_0)`` makes view 0 the identity; translations are then divided by the median camera-centre
-    distance (``torch.median``: the lower median for an even count), clamped to >= 0.1.
+    distance (``torch.median``: the lower median for an even count), clamped to >= 0.1. Each sample of the batch
+    gets its own median (the official code runs one sample at a time).
     """
     R0, t0 = w2c[:, :1, :3, :3], w2c[:, :1, :3, 3:]
     inv0 = torch.cat([torch.cat([R0.mT, -R0.mT @ t0], dim=-1), w2c[:, :1, 3:, :]], dim=-2)
     norm = w2c @ inv0
     R, t = norm[..., :3, :3], norm[..., :3, 3:]
     centres = (-R.mT @ t)[..., 0]
-    median = torch.clamp(torch.median(centres.norm(dim=-1)), min=0.1)
-    norm[..., :3, 3] = norm[..., :3, 3] / median
+    median = torch.clamp(torch.median(centres.norm(dim=-1), dim=1).values, min=0.1)  # (B,)
+    norm[..., :3, 3] = norm[..., :3, 3] / median[:, None, None]
     return norm
 
 

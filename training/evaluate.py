@@ -58,20 +58,25 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     ap.add_argument("--init-seed", type=int, default=0, help="seed of the untrained network's initialisation")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write the scores here")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (the held-out scenes are rendered on the CPU)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     t0 = time.time()
     keys = heldout_keys(args.samples, seed=args.seed)
     net, variant = load_network(args.weights)
     torch.manual_seed(args.init_seed)
     untrained = build_network(variant)
     init_weights(untrained)
+    net, untrained = net.to(device), untrained.to(device)
     views = sum(k[3] for k in keys)
     print(f"held-out synthetic scenes: {len(keys)} items, {views} views, seed {args.seed}; weights {args.weights}")
     results: dict[str, dict] = {}
     for protocol, path_frames in PROTOCOLS.items():
-        rows = {f"trained ({variant})": evaluate_network(net, keys, seed=args.seed, path_frames=path_frames),
-                "untrained network": evaluate_network(untrained, keys, seed=args.seed, path_frames=path_frames)}
+        rows = {f"trained ({variant})": evaluate_network(net, keys, seed=args.seed, device=device,
+                                                         path_frames=path_frames),
+                "untrained network": evaluate_network(untrained, keys, seed=args.seed, device=device,
+                                                      path_frames=path_frames)}
         rows.update(baseline_scores(keys, seed=args.seed, path_frames=path_frames))
         tr, un, bl = rows[f"trained ({variant})"], rows["untrained network"], rows
         depth_better = (tr["abs_rel"] < min(un["abs_rel"], bl["constant_depth"]["abs_rel"])

@@ -159,13 +159,16 @@ class TokenBudgetBatchSampler:
         steps: batches per epoch.
         seed: base seed.
         rank, world_size: for distributed training (each rank gets ``batch_size`` indices of the same plan).
+        group: > 1 draws indices in runs of ``group`` consecutive ones (``g group .. g group + group - 1``, the
+            windows of one scene of ``SyntheticSceneDataset(windows_per_scene=group)``), from a permutation of the
+            groups; 1 draws single indices.
     """
 
     def __init__(self, batcher: TokenBudgetBatcher, num_samples: int, steps: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1) -> None:
-        if num_samples < 1 or steps < 1 or not 0 <= rank < world_size:
-            raise ValueError("need num_samples >= 1, steps >= 1 and 0 <= rank < world_size")
-        self.batcher, self.num_samples, self.steps = batcher, num_samples, steps
+                 world_size: int = 1, group: int = 1) -> None:
+        if num_samples < 1 or steps < 1 or not 0 <= rank < world_size or group < 1:
+            raise ValueError("need num_samples >= 1, steps >= 1, 0 <= rank < world_size and group >= 1")
+        self.batcher, self.num_samples, self.steps, self.group = batcher, num_samples, steps, group
         self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -179,15 +182,21 @@ class TokenBudgetBatchSampler:
         rng = np.random.default_rng([self.seed, self.epoch, 1])
         return [self.batcher.sample(rng) for _ in range(self.steps)]
 
+    def _permutation(self, rng: np.random.Generator) -> np.ndarray:
+        if self.group == 1:
+            return rng.permutation(self.num_samples)
+        groups = rng.permutation(self.num_samples // self.group)
+        return (groups[:, None] * self.group + np.arange(self.group)).reshape(-1)
+
     def __iter__(self) -> Iterator[list[SampleKey]]:
         rng = np.random.default_rng([self.seed, self.epoch, 2])
-        perm, pos = rng.permutation(self.num_samples), 0
+        perm, pos = self._permutation(rng), 0
         for plan in self.plans():
             need = plan.batch_size * self.world_size
             idx = []
             while len(idx) < need:
                 if pos == len(perm):
-                    perm, pos = rng.permutation(self.num_samples), 0
+                    perm, pos = self._permutation(rng), 0
                 take = min(need - len(idx), len(perm) - pos)
                 idx.extend(int(i) for i in perm[pos:pos + take])
                 pos += take

@@ -180,12 +180,18 @@ class SyntheticSceneDataset(Dataset):
             two views may be up to 300 degrees apart and see nothing in common); N > 0: the path is sampled at
             max(S, N) frames and the views are S consecutive ones from a random start (what a node's sliding
             window of keyframes sees: neighbouring views overlap).
+        windows_per_scene: R > 1 makes items ``g R .. g R + R - 1`` windows of one scene and camera path (scene
+            ``g``, each with its own random start), and each worker keeps the frames it rendered (at most
+            ``cache_frames``), so a batch holding a whole group (``TokenBudgetBatchSampler(group=R)``) makes the
+            scene once and renders each path frame once instead of R scenes and R x S frames. The content of an
+            item stays a pure function of its key. Needs ``path_frames`` > 0.
     """
 
     def __init__(self, num_samples: int, resolutions: Sequence[tuple[int, int]] = PAPER_RESOLUTIONS,
                  views: tuple[int, int] = (2, 18), kinds: Sequence[str] = SCENE_KINDS, seed: int = 0,
                  fov_deg: tuple[float, float] = (50.0, 90.0), path: str = "auto", normalize: bool = True,
-                 antialias: int = 1, path_frames: int = 0) -> None:
+                 antialias: int = 1, path_frames: int = 0, windows_per_scene: int = 1,
+                 cache_frames: int = 96) -> None:
         unknown = [k for k in kinds if k not in SCENE_KINDS]
         if unknown or not kinds:
             raise ValueError(f"unknown scene kinds {unknown}; use some of {SCENE_KINDS}")
@@ -195,6 +201,12 @@ class SyntheticSceneDataset(Dataset):
         if path_frames < 0:
             raise ValueError(f"path_frames must be >= 0 (0 = views spread over the whole path), got {path_frames}")
         self.path_frames = int(path_frames)
+        if windows_per_scene < 1 or (windows_per_scene > 1 and not self.path_frames):
+            raise ValueError(f"windows_per_scene must be >= 1 and needs path_frames > 0 (windows of one path), got "
+                             f"{windows_per_scene} with path_frames {self.path_frames}")
+        self.windows_per_scene, self.cache_frames = int(windows_per_scene), int(cache_frames)
+        self._scenes: dict[tuple, tuple] = {}  # (group, n_path) -> (scene, w2cs); per worker process
+        self._frames: dict[tuple, RawView] = {}  # (group, n_path, H, W, frame) -> rendered view; per worker
 
     def __len__(self) -> int:
         return self.num_samples
@@ -213,26 +225,48 @@ class SyntheticSceneDataset(Dataset):
         index, H, W, S = _key(item, self.sample_key(int(item)) if not isinstance(item, (tuple, list)) else None)
         if not 0 <= index < self.num_samples:
             raise IndexError(f"index {index} out of range for {self.num_samples} samples")
-        kind, scene_seed, fov = self.scene_spec(index)
+        group = index // self.windows_per_scene
+        kind, scene_seed, fov = self.scene_spec(group)
         K = intrinsics_from_fov((H, W), fov)
         n_path = max(S, self.path_frames)
         start = int(np.random.default_rng([self.seed, index, 2]).integers(n_path - S + 1))
+        scene, w2cs = self._scene_and_path(group, kind, scene_seed, n_path)
+        views = [self._frame(group, n_path, scene, w2cs[f], K, (H, W), f) for f in range(start, start + S)]
+        return views_to_item(views, index, self.normalize)
+
+    def _scene_and_path(self, group: int, kind: str, scene_seed: int, n_path: int) -> tuple:
+        key = (group, n_path)
+        if key in self._scenes:
+            return self._scenes[key]
         for attempt in range(8):  # a scene without a collision-free path is replaced by a deterministic other
             scene = make_scene(kind, seed=scene_seed + attempt)
             try:
-                w2cs = make_trajectory(scene, n_path, self.path, seed=scene_seed + attempt)[start:start + S]
+                w2cs = make_trajectory(scene, n_path, self.path, seed=scene_seed + attempt)
                 break
             except RuntimeError:
                 continue
         else:  # pragma: no cover - make_trajectory practically always succeeds
-            raise RuntimeError(f"no camera path for synthetic item {index}")
-        views = []
-        for w2c in w2cs:
-            f = render(scene, w2c, K, (H, W), antialias=self.antialias)
-            objects = np.isin(f.ids, [i for i, p in enumerate(scene.primitives) if isinstance(p, (Box, Sphere))])
-            depth = np.where(f.sky, np.nan, f.depth).astype(np.float32)
-            views.append(RawView(f.rgb, depth, f.K, f.w2c, sky=f.sky.copy(), objects=objects))
-        return views_to_item(views, index, self.normalize)
+            raise RuntimeError(f"no camera path for synthetic scene group {group}")
+        if self.windows_per_scene > 1:
+            while len(self._scenes) >= 4:
+                self._scenes.pop(next(iter(self._scenes)))
+            self._scenes[key] = (scene, w2cs)
+        return scene, w2cs
+
+    def _frame(self, group: int, n_path: int, scene, w2c: np.ndarray, K: np.ndarray, hw: tuple[int, int],
+               frame: int) -> RawView:
+        key = (group, n_path, *hw, frame)
+        if key in self._frames:
+            return self._frames[key]
+        f = render(scene, w2c, K, hw, antialias=self.antialias)
+        objects = np.isin(f.ids, [i for i, p in enumerate(scene.primitives) if isinstance(p, (Box, Sphere))])
+        depth = np.where(f.sky, np.nan, f.depth).astype(np.float32)
+        view = RawView(f.rgb, depth, f.K, f.w2c, sky=f.sky.copy(), objects=objects)
+        if self.windows_per_scene > 1:
+            while len(self._frames) >= self.cache_frames:
+                self._frames.pop(next(iter(self._frames)))
+            self._frames[key] = view
+        return view
 
 
 # --- readers --------------------------------------------------------------------------------------------------------

@@ -11,8 +11,14 @@
   CPU); targets are built *after* the forward in the frame of the view the network chose as reference
   (``ref_index``) -- the frame its camera outputs live in -- and normalised by the mean point norm; from
   ``teacher_switch_step`` on, the depth targets are the teacher's relative depth aligned to the ground truth with
-  RANSAC scale/shift (paper §4.2, Eq. 8). Gradients are clipped; a step with a non-finite loss or gradient norm is
-  skipped (``nonfinite_skips``), and ``max_nonfinite`` consecutive ones abort the run.
+  RANSAC scale/shift (paper §4.2, Eq. 8). With ``match_weight`` > 0 the matching loss (not in the paper,
+  :mod:`da3_core.train.matching`) supervises the attention of chosen global blocks with ground-truth patch
+  correspondences. Gradients are clipped; a step with a non-finite loss or gradient norm is skipped
+  (``nonfinite_skips``), and ``max_nonfinite`` consecutive ones abort the run.
+- The step is host-light: everything after the copy of the batch runs on the model's device; the skip decision stays
+  there too (fused AdamW's ``found_inf``, the mechanism of torch's GradScaler), and the step record holds device
+  tensors that the host reads only every ``log_interval`` steps (where the abort check happens) and at checkpoints,
+  so a CUDA step has no host<->device synchronisation (``bench/train.py`` counts them).
 - Every random choice of a step is a pure function of ``(seed, step)`` and every data item a pure function of its
   key, so a resumed run continues exactly the same curve (``test/core/test_train_resume.py``).
 - Only the master (rank 0) shows tqdm, logs (JSONL, and TensorBoard when installed), evaluates on held-out synthetic
@@ -48,6 +54,7 @@ from da3_core.train.checkpoint import (
     optimizer_state_dict,
     save_checkpoint,
 )
+from da3_core.train.correspondence import DEFAULT_OCCLUSION_TOL, patch_correspondences
 from da3_core.train.data import SyntheticSceneDataset
 from da3_core.train.distributed import DistInfo, all_reduce_mean, setup_distributed, wrap_model
 from da3_core.train.init import init_weights
@@ -82,7 +89,7 @@ class TrainConfig:
     num_scenes: int = 1_000_000  # dataset length; scenes are generated from (data_seed, index)
     data_seed: int = 0
     resolutions: tuple[tuple[int, int], ...] = ((84, 112), (84, 84), (70, 112), (98, 126), (70, 98), (112, 112),
-                                                (112, 168))
+                                                (112, 168), (126, 168), (126, 126))
     views: tuple[int, int] = (2, 8)
     camera_path: str = "auto"  # synthetic trajectory kind: auto (orbit|walk) | orbit | walk | pan | mixed (+ pan)
     path_frames: int = 12  # N: views = S consecutive frames of an N-frame camera path; 0: spread over the whole path
@@ -92,8 +99,14 @@ class TrainConfig:
     steps_per_epoch: int = 1000
     num_workers: int = 1
     antialias: int = 1
+    # data echoing (Choi et al. 2019, "Faster neural network training with data echoing"): each loaded batch serves
+    # data_echo optimiser steps; every repeat is a new random crop (other patch alignment, cropped intrinsics) with the
+    # views in a new order, made on the device. For a GPU whose CPU-side renderer cannot keep up; 1 = off.
+    data_echo: int = 1
+    windows_per_scene: int = 1  # > 1: batches hold runs of this many windows of one scene, rendered once (GPU)
     # optimisation
     max_steps: int = 5000
+    max_minutes: float = 0.0  # > 0: also stop after this much wall time, the LR decay following elapsed time
     lr: float = 8e-4  # peak (paper: 2e-4 at its batch size)
     min_lr: float = 4e-5  # floor
     warmup_steps: int = 300
@@ -106,6 +119,11 @@ class TrainConfig:
     # loss (paper §3.3)
     alpha_grad: float = 1.0
     beta_camera: float = 1.0
+    # matching supervision (not in the paper; da3_core.train.matching): cross-view attention taught by GT matches
+    match_weight: float = 1.0  # 0 = off
+    match_layers: tuple[int, ...] = ()  # global blocks whose attention is supervised; () = the first global block
+    match_heads: int = 1  # supervised heads per block (the first ones)
+    match_occlusion_tol: float = 0.05  # relative depth difference that counts as occluded
     # teacher pseudo-labels (paper §4.2)
     teacher_ckpt: str = ""  # state dict of a da3_core.train.teacher.TeacherNetwork ('' = ground truth throughout)
     teacher_config: str = "tiny"  # tiny (tiny_teacher_config) | full (teacher_config)
@@ -162,17 +180,33 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] | dict[
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown config key(s) {unknown}; known: {sorted(known)}")
-    return TrainConfig(**{k: _coerce(v, getattr(defaults, k)) for k, v in values.items()})
+    cfg = TrainConfig(**{k: _coerce(v, getattr(defaults, k)) for k, v in values.items()})
+    if cfg.data_echo < 1:
+        raise ValueError(f"data_echo must be >= 1 (1 = every step a new batch), got {cfg.data_echo}")
+    if cfg.ckpt_interval % cfg.data_echo:
+        raise ValueError(f"ckpt_interval ({cfg.ckpt_interval}) must be a multiple of data_echo ({cfg.data_echo}): a "
+                         "checkpoint in the middle of a batch's repeats could not resume exactly")
+    return cfg
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of ``step`` (0-based): linear warm-up to ``lr``, then cosine / linear decay to ``min_lr``."""
+def lr_at(step: int, cfg: TrainConfig, time_fraction: float | None = None) -> float:
+    """Learning rate of ``step`` (0-based): linear warm-up to ``lr``, then cosine / linear decay to ``min_lr``.
+
+    The decay follows the steps towards ``max_steps``, or -- when ``time_fraction`` (elapsed / ``max_minutes``) is
+    given and further along -- the wall-time budget, so a time-boxed run ends at ``min_lr`` however fast it ran.
+    """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     span = max(1, cfg.max_steps - cfg.warmup_steps)
     t = min(1.0, (step - cfg.warmup_steps) / span)
+    if time_fraction is not None:
+        t = min(1.0, max(t, time_fraction))
     coeff = 0.5 * (1.0 + math.cos(math.pi * t)) if cfg.decay == "cosine" else 1.0 - t
     return cfg.min_lr + coeff * (cfg.lr - cfg.min_lr)
+
+
+BATCH_KEYS = ("images", "depth", "w2c", "K")
+"""What a training step copies to the device (items also carry masks and indices that no loss reads)."""
 
 
 def step_rng(seed: int, step: int, stream: int) -> np.random.Generator:
@@ -205,9 +239,21 @@ def _targets_frame(w2c: torch.Tensor, ref_index: torch.Tensor | None) -> torch.T
     return T @ invert_extrinsics(T_ref)[:, None]
 
 
+def first_global_block(variant: str) -> int:
+    """Index of the first cross-view (global) block of ``variant`` (the default matching layer)."""
+    from da3_core.registry import get_config
+
+    bb = get_config(variant).backbone
+    if not bb.has_camera_token:
+        raise ValueError(f"{variant} has no cross-view blocks; set match_weight 0")
+    return bb.alt_start + (1 - bb.alt_start % 2)
+
+
 def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], *, pose_cond: bool = False,
                  loss_cfg: StudentLossConfig | None = None, ref_view_strategy: str = "saddle_balanced",
-                 depth_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 depth_target: torch.Tensor | None = None, match_layers: tuple[int, ...] = (),
+                 match_heads: int = 1, match_occlusion_tol: float = DEFAULT_OCCLUSION_TOL,
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Forward ``batch`` through ``model`` and return the student loss (paper §3.3) and its detached parts.
 
     Args:
@@ -215,18 +261,27 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], *, pose_cond:
             ``K`` (B, S, 3, 3), on the model's device.
         pose_cond: give the ground-truth cameras to the network (normalised per sample like the API does).
         depth_target: replaces ``batch["depth"]`` as the depth supervision (teacher pseudo-labels).
+        match_layers, match_heads, match_occlusion_tol: the matching loss (used when ``loss_cfg.match_weight`` > 0;
+            the correspondences always come from the ground-truth depth and cameras).
     """
+    cfg = loss_cfg or StudentLossConfig()
     x, w2c, K = batch["images"], batch["w2c"], batch["K"]
+    match = {"match_layers": match_layers, "match_heads": match_heads} if cfg.match_weight else {}
+    if cfg.match_weight and not match_layers:
+        raise ValueError("match_weight > 0 needs match_layers (the global blocks to supervise)")
     if pose_cond:
-        ex = torch.cat([normalize_input_extrinsics(to_homogeneous(w2c[b:b + 1])) for b in range(w2c.shape[0])])
-        out = model(x, extrinsics=ex, intrinsics=K, ref_view_strategy=ref_view_strategy)
+        ex = normalize_input_extrinsics(to_homogeneous(w2c))
+        out = model(x, extrinsics=ex, intrinsics=K, ref_view_strategy=ref_view_strategy, **match)
     else:
-        out = model(x, ref_view_strategy=ref_view_strategy)
+        out = model(x, ref_view_strategy=ref_view_strategy, **match)
     depth = batch["depth"] if depth_target is None else depth_target
     dt = torch.float64 if x.dtype == torch.float64 else torch.float32  # float64 only in exactness tests
-    targets = build_targets(depth.to(dt), _targets_frame(w2c.to(dt), out.get("ref_index")), K.to(dt),
-                            ray_hw=tuple(out["ray"].shape[2:4]), relative_to_first=False)
-    return student_loss(out, targets, loss_cfg)
+    with torch.autocast(x.device.type, enabled=False):  # targets and losses in full precision, also under bf16
+        targets = build_targets(depth.to(dt), _targets_frame(w2c.to(dt), out.get("ref_index")), K.to(dt),
+                                ray_hw=tuple(out["ray"].shape[2:4]), relative_to_first=False)
+        if cfg.match_weight:
+            targets.matches = patch_correspondences(batch["depth"], w2c, K, occlusion_tol=match_occlusion_tol)
+        return student_loss(out, targets, cfg)
 
 
 class NonFiniteError(RuntimeError):
@@ -283,25 +338,32 @@ class Trainer:
         self.net = net.to(self.device)
         self.model = wrap_model(self.net, self.info, fsdp=cfg.fsdp)
 
+        self._time_fraction = 0.0  # of the max_minutes budget, refreshed by check_time (the LR schedule reads it)
+
         # optimiser: decay only matrices / conv kernels
         decay = [p for n, p in self.net.named_parameters() if p.ndim >= 2 and not n.endswith(("_token", "pos_embed"))]
         keep = [p for n, p in self.net.named_parameters() if not (p.ndim >= 2 and not n.endswith(("_token",
                                                                                                   "pos_embed")))]
         groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": keep, "weight_decay": 0.0}]
-        fused = self.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_at(s, cfg) / cfg.lr)
+        # fused: one kernel for all tensors, and it honours ``found_inf`` (a skipped step without a host sync)
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_at(s, cfg, self.time_fraction()) / cfg.lr)
         self.scaler = None  # bf16 needs no loss scaling; kept in checkpoints for an fp16 variant
-        self.loss_cfg = StudentLossConfig(alpha=cfg.alpha_grad, beta=cfg.beta_camera)
+        self.loss_cfg = StudentLossConfig(alpha=cfg.alpha_grad, beta=cfg.beta_camera, match_weight=cfg.match_weight)
+        self.match_layers = (tuple(cfg.match_layers) or (first_global_block(cfg.variant),)) if cfg.match_weight \
+            else ()
 
         # data
         self.dataset = SyntheticSceneDataset(cfg.num_scenes, resolutions=cfg.resolutions, views=cfg.views,
                                              kinds=cfg.scene_kinds, seed=cfg.data_seed, antialias=cfg.antialias,
-                                             path=cfg.camera_path, path_frames=cfg.path_frames)
+                                             path=cfg.camera_path, path_frames=cfg.path_frames,
+                                             windows_per_scene=cfg.windows_per_scene)
         self.batcher = TokenBudgetBatcher(cfg.token_budget, cfg.resolutions, cfg.views, cfg.budget_tol,
                                           max_batch=cfg.max_batch)
         self.sampler = TokenBudgetBatchSampler(self.batcher, cfg.num_scenes, cfg.steps_per_epoch, seed=cfg.data_seed,
-                                               rank=self.info.rank, world_size=self.info.world_size)
+                                               rank=self.info.rank, world_size=self.info.world_size,
+                                               group=cfg.windows_per_scene)
 
         # teacher (paper §4.2)
         self.teacher = None
@@ -319,11 +381,20 @@ class Trainer:
         # position
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.counters = {"nonfinite_skips": 0, "consecutive_nonfinite": 0}
+        self.elapsed_before, self._t_fit = 0.0, None  # wall seconds of fit() in earlier runs / start of this one
         if ckpt is not None:
             load_checkpoint(ckpt_path, self.net, self.optimizer, self.scheduler, self.scaler, restore_rng=True)
             self.step = ckpt["data"]["step"]
+            self.elapsed_before = float(ckpt["data"].get("elapsed_s", 0.0))
+            self._time_fraction = self.elapsed_before / (60.0 * cfg.max_minutes) if cfg.max_minutes > 0 else 0.0
             self.epoch, self.batch_in_epoch = ckpt["data"]["epoch"], ckpt["data"]["batch_in_epoch"]
             self.counters.update(ckpt.get("counters", {}))
+        # device-side non-finite bookkeeping (read by sync_counters at log intervals and checkpoints)
+        self._skips_before = int(self.counters["nonfinite_skips"])
+        self.nonfinite_total = torch.zeros((), dtype=torch.long, device=self.device)
+        self.nonfinite_run = torch.full((), int(self.counters["consecutive_nonfinite"]), dtype=torch.long,
+                                        device=self.device)
+
         self.resumed_from = ckpt_path
         self.log_path = self.out_dir / "train_log.jsonl"
         self._tb = None
@@ -386,9 +457,14 @@ class Trainer:
         aligned = aligned.to(rel.device)
         return torch.where(valid & (aligned > 0), aligned, torch.full_like(aligned, float("nan")))
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def train_step(self, batch: dict[str, torch.Tensor], echo: int = 0) -> dict[str, Any]:
+        """One optimisation step. Returns the step record: plain values for the batch shape and choices, device
+        tensors for the loss, its parts, the gradient norm and ``skipped`` (:func:`record_to_host` reads them).
+        ``echo`` > 0: a repeat of an already used batch, seen through :func:`echo_view` (data echoing)."""
         cfg, step = self.cfg, self.step
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        batch = {k: batch[k].to(self.device, non_blocking=True) for k in BATCH_KEYS}
+        if echo:
+            batch = echo_view(batch, step_rng(cfg.seed, step, 3))
         cond = self.pose_condition(step)
         target = self.pseudo_labels(batch, step) if self.teacher is not None and step >= cfg.teacher_switch_step \
             else None
@@ -396,39 +472,72 @@ class Trainer:
         amp = self.amp_dtype
         with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             loss, parts = forward_loss(self.model, batch, pose_cond=cond, loss_cfg=self.loss_cfg,
-                                       ref_view_strategy=cfg.ref_view_strategy, depth_target=target)
+                                       ref_view_strategy=cfg.ref_view_strategy, depth_target=target,
+                                       match_layers=self.match_layers, match_heads=cfg.match_heads,
+                                       match_occlusion_tol=cfg.match_occlusion_tol)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else
                                                    float("inf"))
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor of per-shard partial norms (a collective)
+            grad_norm = grad_norm.full_tensor()
         loss_avg = all_reduce_mean(loss.detach().float())
-        finite = bool(torch.isfinite(loss_avg)) and bool(torch.isfinite(grad_norm))
-        if finite:
-            self.optimizer.step()
-            self.counters["consecutive_nonfinite"] = 0
-        else:  # skip: no parameter or optimiser-state update
-            self.optimizer.zero_grad(set_to_none=True)
-            self.counters["nonfinite_skips"] += 1
-            self.counters["consecutive_nonfinite"] += 1
-            if self.counters["consecutive_nonfinite"] >= cfg.max_nonfinite:
-                raise NonFiniteError(f"{cfg.max_nonfinite} consecutive non-finite steps (last at step {step}); "
-                                     "lower the LR or check the data")
+        nonfinite = ~(torch.isfinite(loss_avg) & torch.isfinite(grad_norm))  # same on every rank
+        self.optimizer.found_inf = nonfinite.float()  # fused AdamW skips params, moments and step count
+        self.optimizer.step()
+        self.nonfinite_run = (self.nonfinite_run + 1) * nonfinite
+        self.nonfinite_total = self.nonfinite_total + nonfinite
         lr = self.optimizer.param_groups[0]["lr"]
         with warnings.catch_warnings():  # a skipped first step makes torch warn about the call order
             warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()
         x = batch["images"]
-        rec = {"step": step, "loss": float(loss_avg), "lr": lr, "grad_norm": float(grad_norm), "pose_cond": cond,
-               "skipped": not finite, "teacher": target is not None,
+        rec = {"step": step, "loss": loss_avg, "lr": lr, "grad_norm": grad_norm.detach(), "pose_cond": cond,
+               "skipped": nonfinite, "teacher": target is not None,
                "B": int(x.shape[0]) * self.info.world_size, "S": int(x.shape[1]), "H": int(x.shape[3]),
                "W": int(x.shape[4])}
-        rec.update({f"loss/{k}": float(v) for k, v in parts.items() if "/" not in k and k != "total"})
+        rec.update({f"loss/{k}": v for k, v in parts.items() if "/" not in k and k != "total"})
+        if "match/acc" in parts:
+            rec["match/acc"] = parts["match/acc"]
         return rec
+
+    def elapsed(self) -> float:
+        """Wall seconds spent in fit(), earlier (resumed) runs included."""
+        return self.elapsed_before + (time.perf_counter() - self._t_fit if self._t_fit is not None else 0.0)
+
+    def time_fraction(self) -> float | None:
+        """Elapsed fraction of the ``max_minutes`` budget as of the last check (None without a budget)."""
+        return self._time_fraction if self.cfg.max_minutes > 0 else None
+
+    def check_time(self) -> None:
+        """Refresh the budget fraction (rank 0's clock, shared so that every rank uses the same LR and stops at the
+        same step); called at log intervals, so it costs no per-step sync."""
+        if self.cfg.max_minutes <= 0:
+            return
+        frac = torch.tensor(self.elapsed() / (60.0 * self.cfg.max_minutes), dtype=torch.float64)
+        if self.info.world_size > 1:
+            frac = frac.to(self.device)
+            torch.distributed.broadcast(frac, src=0)
+        self._time_fraction = float(frac)
+
+    def out_of_time(self) -> bool:
+        return self.cfg.max_minutes > 0 and self._time_fraction >= 1.0
+
+    def sync_counters(self) -> None:
+        """Read the device-side non-finite counters into ``counters`` (a host sync) and abort after
+        ``max_nonfinite`` consecutive skipped steps."""
+        self.counters["nonfinite_skips"] = self._skips_before + int(self.nonfinite_total)
+        self.counters["consecutive_nonfinite"] = int(self.nonfinite_run)
+        if self.counters["consecutive_nonfinite"] >= self.cfg.max_nonfinite:
+            raise NonFiniteError(f"{self.counters['consecutive_nonfinite']} consecutive non-finite steps (the last "
+                                 f"at step {self.step - 1}; checked every log_interval = {self.cfg.log_interval} "
+                                 "steps); lower the LR or check the data")
 
     # --- checkpoints / eval ---------------------------------------------------------------------------------------
     def save(self) -> Path | None:
         """Write a checkpoint (master). Every rank must call this: gathering FSDP2 shards is a collective; without
         FSDP2 only the master reads the states (inside :func:`save_checkpoint`)."""
+        self.sync_counters()
         model_state = optimizer_state = None
         if is_sharded(self.net):
             model_state = model_state_dict(self.net)
@@ -436,7 +545,8 @@ class Trainer:
         if not self.master:
             return None
         return save_checkpoint(self.out_dir, self.step, self.net, self.optimizer, self.scheduler, self.scaler,
-                               data={"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch},
+                               data={"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                                     "elapsed_s": self.elapsed()},
                                config=self.cfg.resolved(), model_args={"variant": self.cfg.variant},
                                counters=self.counters, keep_last=self.cfg.keep_last, model_state=model_state,
                                optimizer_state=optimizer_state)
@@ -477,13 +587,24 @@ class Trainer:
             bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", dynamic_ncols=True)
         stream = self.batches()
         t_last, samples, tokens = time.perf_counter(), 0, 0
-        while self.step < cfg.max_steps:
-            rec = self.train_step(next(stream))
+        self._t_fit = time.perf_counter()
+        batch = None
+        while self.step < cfg.max_steps and not self.out_of_time():
+            echo = self.step % cfg.data_echo
+            if echo == 0 or batch is None:  # a resume always starts at a batch boundary (ckpt_interval check)
+                batch = {k: v.to(self.device, non_blocking=True) for k, v in next(stream).items() if k in BATCH_KEYS}
+            rec = self.train_step(batch, echo)
             self.step += 1
             samples += rec["B"]
             tokens += rec["B"] * rec["S"] * (rec["H"] // 14) * (rec["W"] // 14)
-            if self.master and (self.step % cfg.log_interval == 0 or self.step == cfg.max_steps):
+            if self.step % cfg.log_interval == 0:
+                self.check_time()
+            last = self.step == cfg.max_steps or self.out_of_time()
+            if self.step % cfg.log_interval == 0 or last:
+                self.sync_counters()  # the only host sync of a logging step (every rank: the abort is collective)
+            if self.master and (self.step % cfg.log_interval == 0 or last):
                 dt = time.perf_counter() - t_last
+                rec = record_to_host(rec)
                 rec.update(samples_per_s=samples / dt, tokens_per_s=tokens / dt,
                            nonfinite_skips=self.counters["nonfinite_skips"], time=time.time())
                 self.log(rec)
@@ -492,19 +613,49 @@ class Trainer:
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{rec['lr']:.2e}")
             if bar is not None:
                 bar.update(1)
-            if self.master and cfg.eval_interval > 0 and (self.step % cfg.eval_interval == 0
-                                                          or self.step == cfg.max_steps):
+            if self.master and cfg.eval_interval > 0 and (self.step % cfg.eval_interval == 0 or last):
                 self.log({"step": self.step, "event": "eval", **self.evaluate()})
-            if self.step % cfg.ckpt_interval == 0 or self.step == cfg.max_steps:
+            if self.step % cfg.ckpt_interval == 0 or last:
                 self.save()
         if bar is not None:
             bar.close()
         final_state = model_state_dict(self.net) if is_sharded(self.net) else None  # a collective: every rank
+        self.sync_counters()
         if self.master:
             self.export(self.out_dir / "final", final_state)
             self.log({"event": "done", "step": self.step, **self.counters})
             if self._tb is not None:
                 self._tb.close()
+
+
+def echo_view(batch: dict[str, torch.Tensor], rng: np.random.Generator, patch: int = 14) -> dict[str, torch.Tensor]:
+    """Another look at a batch for data echoing: a random crop, 0-2 patches smaller in each direction (one size and
+    pixel offset for the whole batch, so the patch grid falls elsewhere on the content; intrinsics follow the crop),
+    and the views in a random order. The choices come from the host generator ``rng`` (no device sync); the
+    slicing runs on the batch's device."""
+    images, depth, K = batch["images"], batch["depth"], batch["K"]
+    H, W = images.shape[-2:]
+    h = H - patch * int(rng.integers(min(3, H // patch)))
+    w = W - patch * int(rng.integers(min(3, W // patch)))
+    y0, x0 = int(rng.integers(H - h + 1)), int(rng.integers(W - w + 1))
+    order = torch.from_numpy(rng.permutation(images.shape[1])).to(images.device)
+    K = K[:, order].clone()
+    K[..., 0, 2] -= x0
+    K[..., 1, 2] -= y0
+    return {"images": images[:, order, :, y0:y0 + h, x0:x0 + w], "depth": depth[:, order, y0:y0 + h, x0:x0 + w],
+            "w2c": batch["w2c"][:, order], "K": K}
+
+
+def record_to_host(rec: dict[str, Any]) -> dict[str, Any]:
+    """A step record with its device tensors read as Python numbers (one host sync for all of them)."""
+    names = [k for k, v in rec.items() if isinstance(v, torch.Tensor)]
+    if not names:
+        return dict(rec)
+    values = torch.stack([rec[k].detach().float().reshape(()) for k in names]).cpu().tolist()
+    out = dict(rec)
+    for k, v in zip(names, values):
+        out[k] = bool(v) if rec[k].dtype == torch.bool else v
+    return out
 
 
 def _safe_step(line: str) -> int | None:

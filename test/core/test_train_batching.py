@@ -59,3 +59,15 @@ def test_batch_sampler_keys_share_a_plan_and_ranks_are_disjoint():
         assert b.lower <= len(k0) * S * (H // 14) * (W // 14) <= b.budget
         assert not {k[0] for k in k0} & {k[0] for k in k1}
     assert list(s0) == list(s0)  # deterministic
+
+
+def test_batch_sampler_groups_draw_runs_of_one_scene():
+    """group=4: the indices, in the order the batches take them, are whole runs 4g .. 4g+3 of a permutation of the
+    groups (a batch may start or end inside a run), never an index twice in an epoch."""
+    b = TokenBudgetBatcher(40 * 16, scale_resolutions(factor=1 / 9)[:2], views=(2, 2), tol=0.5)
+    sampler = TokenBudgetBatchSampler(b, num_samples=400, steps=5, seed=3, group=4)
+    seen = [k[0] for keys in sampler for k in keys]
+    assert len(seen) >= 8 and len(set(seen)) == len(seen)
+    for i in range(0, len(seen) - len(seen) % 4, 4):
+        assert seen[i] % 4 == 0 and seen[i:i + 4] == list(range(seen[i], seen[i] + 4))
+    assert [k[0] for keys in TokenBudgetBatchSampler(b, 400, 5, seed=3) for k in keys] != seen  # group 1 differs

@@ -64,6 +64,31 @@ def test_synthetic_dataset_path_frames_gives_consecutive_path_frames():
         SyntheticSceneDataset(4, path_frames=-1)
 
 
+def test_windows_per_scene_share_one_scene_and_path_and_stay_pure_functions_of_the_key():
+    """windows_per_scene=R: items g R .. g R + R - 1 are windows of one camera path (overlapping frames identical),
+    the frame cache never changes content (a fresh instance without cache gives the same tensors), other groups
+    are other scenes."""
+    ds = SyntheticSceneDataset(24, resolutions=RES, views=(2, 4), seed=7, path_frames=6, windows_per_scene=3)
+    path = ds[(3, 28, 56, 6)]["w2c"].numpy()  # S == N: the whole path of group 1
+    for index in (3, 4, 5):
+        item = ds[(index, 28, 56, 3)]
+        w2c = item["w2c"].numpy()
+        assert any(np.allclose(path[k:k + 3], w2c, atol=1e-6) for k in range(4)), index
+        fresh = SyntheticSceneDataset(24, resolutions=RES, views=(2, 4), seed=7, path_frames=6,
+                                      windows_per_scene=3)[(index, 28, 56, 3)]
+        for k in ("images", "w2c", "K"):
+            assert torch.equal(fresh[k], item[k]), (index, k)
+        assert torch.equal(torch.nan_to_num(fresh["depth"]), torch.nan_to_num(item["depth"]))
+    other = ds[(6, 28, 56, 6)]["w2c"].numpy()  # group 2
+    assert not np.allclose(other, path)
+    assert len(ds._frames) > 0  # frames were cached ...
+    plain = SyntheticSceneDataset(24, resolutions=RES, views=(2, 4), seed=7, path_frames=6)
+    plain[(3, 28, 56, 3)]
+    assert not plain._frames  # ... and are not without reuse
+    with pytest.raises(ValueError, match="windows_per_scene"):
+        SyntheticSceneDataset(4, windows_per_scene=2)  # needs path_frames
+
+
 def test_synthetic_dataset_with_token_budget_loader():
     ds = SyntheticSceneDataset(32, resolutions=RES, views=(2, 3), seed=1)
     batcher = TokenBudgetBatcher(48, RES, views=(2, 3), tol=0.5)

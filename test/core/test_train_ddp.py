@@ -12,8 +12,10 @@ import torch.multiprocessing as mp
 
 from da3_core.train.distributed import DistInfo, setup_distributed, unwrap_model, wrap_model
 from da3_core.train.loop import forward_loss
+from da3_core.train.losses import StudentLossConfig
 
 VIEWS, HW = 3, (42, 56)
+LOSS = {"loss_cfg": StudentLossConfig(match_weight=1.0), "match_layers": (3,)}  # the matching loss included
 
 
 def _batch() -> dict[str, torch.Tensor]:
@@ -59,7 +61,7 @@ def _worker(rank: int, world: int, port: int, batch: dict[str, torch.Tensor], ou
             out["state"] = state
     per = batch["images"].shape[0] // world
     mine = {k: v[rank * per:(rank + 1) * per] for k, v in batch.items()}
-    loss, _ = forward_loss(model, mine)
+    loss, _ = forward_loss(model, mine, **LOSS)
     loss.backward()
     out[rank] = _grads(unwrap_model(model))
     torch.distributed.destroy_process_group()
@@ -82,7 +84,7 @@ def test_ddp_gradients_match_single_process(fsdp: bool) -> None:
     batch = _batch()
     net = _model()
     assert DistInfo().is_master and not DistInfo().ddp
-    loss, _ = forward_loss(net, batch)
+    loss, _ = forward_loss(net, batch, **LOSS)
     loss.backward()
     ref = _grads(net)
 

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STEPS = 18
 ARGS = ["--variant=da3-tiny", "--resolutions=[[42,56]]", "--views=[2,3]", "--token_budget=72", "--budget_tol=0.5",
         "--num_workers=0", "--threads=1", "--eval_interval=0", "--log_interval=1", "--ckpt_interval=3",
-        f"--max_steps={STEPS}", "--warmup_steps=4", "--progress=false", "--keep_last=2", "--pose_cond_prob=0.3"]
+        f"--max_steps={STEPS}", "--warmup_steps=4", "--progress=false", "--keep_last=2", "--pose_cond_prob=0.3",
+        "--data_echo=3"]  # with the default matching loss and data echoing
 
 
 def _cmd(out: Path, resume: bool = False) -> list[str]:
