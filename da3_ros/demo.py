@@ -1,7 +1,7 @@
 """The main job (``make demo``): a synthetic robot -> a rosbag -> the real node over real topics, in several modes,
 scored side by side against the ground truth.
 
-    python -m da3_ros.demo [--out outputs/demo] [--weights CHECKPOINT] [--modes da3,odometry,da3_odometry,rig]
+    python -m da3_ros.demo [--out outputs/demo] [--weights CHECKPOINT] [--modes da3,odometry,da3_odometry,...]
                            [--spec robot:...] [--oracle] [--bag BAG] [--rate auto]
 
 1. Render a robot into ``<out>/input`` (:func:`da3_ros.bags.write_robot_bag`): a base driving through a room with
@@ -12,8 +12,9 @@ scored side by side against the ground truth.
    depth and windows, call ``~/save_map`` (into ``<out>/<mode>``, its save_map_root) and render ``map.png``:
    - ``da3``: DA3 poses alone (front camera; the node publishes map -> odom, poses are DA3's);
    - ``da3_odometry``: DA3 conditioned on the odometry (``pose_source_frame:=odom``: metric, poses = odometry's);
-   - ``rig``: the three cameras in one window (``cameras:=cam0,cam1,cam2``), not conditioned: metric scale from the
-     calibrated baselines.
+   - ``rig_odometry``: the three cameras in one window (``cameras:=cam0,cam1,cam2``), conditioned on the odometry;
+   - ``rig``: the same, not conditioned: metric scale from the calibrated baselines (needs a network whose poses
+     between simultaneous views are right: the embedded default's are not).
    ``odometry`` needs no node: the odometry's own front-camera path, scored the same way.
 3. Print the table (trajectory ATE after Sim(3) alignment, SE(3) for metric runs; depth AbsRel / delta1 after median
    scaling for relative runs, none for metric ones; map F1 at 5 cm) and write ``scores.json`` and ``table.md``.
@@ -42,7 +43,7 @@ DEFAULT_SPEC = ("robot:kind=room,seed=0,frames=26,size=336x252,fov=70,fps=10,t0=
 WINDOW, OVERLAP = 8, 2  # one camera: frames per window, frames shared
 RIG_WINDOW, RIG_OVERLAP = 9, 3  # three cameras: 3 time steps per window, one shared
 MODES = {"da3": "DA3 alone", "odometry": "odometry alone", "da3_odometry": "DA3 + odometry",
-         "rig": "3-camera rig (DA3)"}
+         "rig_odometry": "3-camera rig + odometry", "rig": "3-camera rig, baseline scale"}
 F1_THRESHOLD = 0.05
 MAX_PENDING = 16  # the node's max_pending_windows: windows queue for the worker, none dropped
 
@@ -173,10 +174,13 @@ def _runs(modes: list[str], n_cameras: int) -> list[Run]:
             runs.append(Run(mode, [0], {}, WINDOW, OVERLAP))
         elif mode == "da3_odometry":
             runs.append(Run(mode, [0], {"pose_source_frame": "odom"}, WINDOW, OVERLAP))
-        elif mode == "rig":
+        elif mode in ("rig", "rig_odometry"):
             cams = list(range(n_cameras))
-            runs.append(Run(mode, cams, {"cameras": ",".join(f"cam{k}" for k in cams), "rig_wait_s": "0.3"},
-                            RIG_WINDOW if n_cameras == 3 else 4 * n_cameras, RIG_OVERLAP if n_cameras == 3 else 2))
+            params = {"cameras": ",".join(f"cam{k}" for k in cams), "rig_wait_s": "0.3"}
+            if mode == "rig_odometry":
+                params["pose_source_frame"] = "odom"
+            runs.append(Run(mode, cams, params, RIG_WINDOW if n_cameras == 3 else 4 * n_cameras,
+                            RIG_OVERLAP if n_cameras == 3 else 2))
     return runs
 
 

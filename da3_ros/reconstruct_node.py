@@ -26,6 +26,7 @@ given ones, depth in their units: metres when ``pose_source_metric``). Lookups a
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -259,7 +260,7 @@ class ReconstructNode(Node):
 
     # --- outputs (worker thread) -----------------------------------------------------------------------------------
     def _publish(self, pub, msg) -> None:
-        if self._closing:
+        if self._closing or not self.context.ok():  # shutting down (the worker may still finish a window)
             return
         try:
             pub.publish(msg)
@@ -453,6 +454,9 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Ctrl-C in a terminal reaches the whole process group and ros2 launch forwards it again: a second SIGINT
+        # while shutting down must not interrupt the clean-up
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.close()
             node.destroy_node()

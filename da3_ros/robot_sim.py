@@ -133,16 +133,14 @@ class RobotSequence:
     """The robot of a :class:`RobotSpec` (see the module docstring)."""
 
     def __init__(self, spec: RobotSpec | str):
-        from da3_core.data.synthetic.camera import intrinsics_from_fov
         from da3_core.data.synthetic.paths import make_trajectory
-        from da3_core.data.synthetic.scene import make_scene
-        from da3_core.data.synthetic.sequence import SequenceSpec
+        from da3_core.data.synthetic.sequence import SequenceSpec, SyntheticSequence
 
         self.spec = RobotSpec.parse(spec) if isinstance(spec, str) else spec
         self.seq = SequenceSpec.parse(self.spec.sequence)
         s = self.seq
-        self.scene = make_scene(s.kind, seed=s.seed)
-        self.K = intrinsics_from_fov((s.height, s.width), s.fov_deg)
+        self._timing = SyntheticSequence(s)  # the scene, K and image stamps of the sequence the robot drives through
+        self.scene, self.K = self._timing.scene, self._timing.K
         walk_c2w = invert_rigid(make_trajectory(self.scene, s.frames, "walk", seed=s.seed, jitter=False))
         gaze = walk_c2w[:, :3, 2]
         self._yaw = np.unwrap(np.arctan2(gaze[:, 1], gaze[:, 0]))
@@ -163,13 +161,10 @@ class RobotSequence:
     # --- time ---------------------------------------------------------------------------------------------------
 
     def stamp_ns(self, index: int) -> int:
-        return int(round(self.seq.t0_s * 1e9)) + int(round(index * 1e9 / self.seq.fps))
+        return self._timing.stamp_ns(index)
 
     def index_of(self, stamp_ns: int, tolerance_s: float = 1e-3) -> int:
-        i = int(round((stamp_ns - self.stamp_ns(0)) * self.seq.fps / 1e9))
-        if 0 <= i < len(self) and abs(self.stamp_ns(i) - stamp_ns) <= tolerance_s * 1e9:
-            return i
-        raise KeyError(f"stamp {stamp_ns} ns is not a frame of {self.spec.to_string()}")
+        return self._timing.index_of(stamp_ns, tolerance_s)
 
     @property
     def odom_hz(self) -> float:

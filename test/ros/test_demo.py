@@ -59,6 +59,7 @@ def test_main_job_with_exact_geometry_scores_perfectly(tmp_path, ros_env):
     ate = trajectory_accuracy(odo, gt, True)[0]["ate_rmse"]
     assert ate > 0.05 and scores["odometry"]["trajectory"]["ate_rmse"] == pytest.approx(ate)
     # conditioned on the odometry: metric, true depth, and the odometry's poses (so about its ATE)
-    cond = scores["da3_odometry"]
-    assert cond["is_metric"] and cond["depth"]["abs_rel"] < 1e-4
-    assert cond["trajectory"]["ate_rmse"] == pytest.approx(ate, rel=0.1)
+    for mode in ("da3_odometry", "rig_odometry"):
+        cond = scores[mode]
+        assert cond["is_metric"] and cond["depth"]["abs_rel"] < 1e-4, (mode, cond)
+        assert cond["trajectory"]["ate_rmse"] == pytest.approx(ate, rel=0.1), (mode, cond)

@@ -97,6 +97,13 @@ def test_interface_fields():
         "num_frames": "uint32",
     }
     assert TFMessage.get_fields_and_field_types() == {"transforms": "sequence<geometry_msgs/TransformStamped>"}
+    from da3_ros_interfaces.msg import DriftReport
+
+    assert DriftReport.get_fields_and_field_types() == {
+        "header": "std_msgs/Header", "window_index": "uint32", "duration_s": "double",
+        "odometry_distance_m": "double", "estimate_distance": "double", "estimate_is_metric": "boolean",
+        "distance_ratio": "double", "estimate_source": "string", "scale": "double", "slip": "double",
+        "rotation_drift_deg": "double", "translation_drift_m": "double"}
 
 
 def test_tf_message_type_hash_matches_upstream():

@@ -11,23 +11,15 @@ Free cameras (no TF, map -> camera) are covered by test_reconstruct_node.py.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 
 import numpy as np
 import pytest
-
-try:
-    import rclpy  # noqa: F401
-    from da3_ros_interfaces.msg import WindowResult  # noqa: F401
-except ImportError as exc:  # a venv without the ROS wheels; CI always has them
-    if os.environ.get("CI"):
-        raise
-    pytest.skip(f"ROS 2 interfaces not importable ({exc}); run `make .venv`", allow_module_level=True)
-
 from node_helpers import NODE_MODULE, REPO, collector, diagnostics, node_params, pose_to_matrix, ros_process, stamp_ns
 from support.processes import captured_process
+
+# (test_reconstruct_node skips the module without the ROS wheels)
 from test_reconstruct_node import stop_cleanly, wait_node_ready
 
 from da3_ros import bags

@@ -6,17 +6,8 @@ from __future__ import annotations
 import os
 
 import pytest
-
-try:
-    import rclpy  # noqa: F401
-    from da3_ros_interfaces.srv import SaveMap
-except ImportError as exc:  # a venv without the ROS wheels; CI always has them
-    if os.environ.get("CI"):
-        raise
-    pytest.skip(f"ROS 2 interfaces not importable ({exc}); run `make .venv`", allow_module_level=True)
-
 from node_helpers import NODE_MODULE, call_service, collector, node_params, ros_process
-from test_reconstruct_node import stop_cleanly, wait_node_ready
+from test_reconstruct_node import stop_cleanly, wait_node_ready  # skips the module without the ROS wheels
 
 pytestmark = pytest.mark.ros
 
@@ -29,6 +20,8 @@ def files_under(path):
 
 def test_save_map_refuses_paths_outside_its_root(ros_env, tmp_path):
     import signal
+
+    from da3_ros_interfaces.srv import SaveMap
 
     root, outside = tmp_path / "root", tmp_path / "outside"
     root.mkdir()
