@@ -23,7 +23,9 @@ fi
 RUN=${RUN_DIR:-outputs/train/gpu_train_check}
 mkdir -p "$DEST"
 rm -rf "$RUN"
+mkdir -p "$RUN"
 export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the checkout's da3_core, installed or not
 
 "$PY" - <<'PYEOF'
 import torch, sys
@@ -31,7 +33,7 @@ print(f"python {sys.version.split()[0]}, torch {torch.__version__}, cuda availab
       + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""))
 PYEOF
 
-UTIL_LOG="$DEST/gpu_util.csv"
+UTIL_LOG="$RUN/gpu_util.csv"
 SMI_PID=""
 if [ "$DEVICE" = cuda ] && command -v nvidia-smi >/dev/null 2>&1; then
   nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits -l 1 > "$UTIL_LOG" &

@@ -38,6 +38,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+try:  # the checkout's code, unless another one is on PYTHONPATH (--before) or installed
+    import da3_core  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(ROOT))
 DEFAULT_CONFIGS = ("training/configs/tiny_default.yaml", "training/configs/small.yaml")
 SYNC_OPS = ("aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::unique", "aten::_unique2")
 CUDA_SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")

@@ -20,8 +20,6 @@ from pathlib import Path
 
 import torch
 
-from da3_core.weights.embedded import EMBEDDED_DEFAULT
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -34,6 +32,7 @@ from da3_core.eval.synthetic_benchmark import (  # noqa: E402
 )
 from da3_core.registry import build_network  # noqa: E402
 from da3_core.train.loop import init_weights  # noqa: E402
+from da3_core.weights.embedded import EMBEDDED_DEFAULT  # noqa: E402
 
 DEFAULT = EMBEDDED_DEFAULT
 
