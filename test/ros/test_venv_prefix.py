@@ -70,3 +70,25 @@ def test_start_up_errors_are_one_line_naming_the_parameter(ros_env, tmp_path):
         lines = [line for line in run.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and name in lines[0] and fix in lines[0], (args, run.stderr)
         assert "Traceback" not in run.stderr
+
+
+@pytest.mark.ros
+def test_sigint_twice_ends_cleanly(ros_env, tmp_path):
+    """Ctrl-C under ros2 launch: the terminal signals the process group and launch forwards SIGINT again, so the
+    node gets two; the second must not interrupt its clean-up (exit 0, no traceback)."""
+    import signal
+    import time
+
+    from node_helpers import collector, node_params, ros_process
+    from test_reconstruct_node import wait_node_ready
+
+    params = node_params("kind=objects,seed=0,frames=4,size=56x42")
+    with collector(ros_env) as col, ros_process("da3_ros.reconstruct_node", ros_env, tmp_path, "node",
+                                                params=params) as node:
+        wait_node_ready(col, node)
+        node.signal(signal.SIGINT)
+        time.sleep(0.05)
+        node.signal(signal.SIGINT)
+        rc = node.wait(20)
+    assert rc == 0, node.output()
+    assert "Traceback" not in node.stderr(), node.stderr()
