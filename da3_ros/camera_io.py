@@ -56,8 +56,8 @@ class CameraIO:
         self.pairer: IntrinsicsPairer | None = None
         if values["use_camera_info"]:
             tol = values["camera_info_tolerance_s"]
-            self.pairer = IntrinsicsPairer(self._camera_info_K, tolerance_s=tol, wait_s=max(0.2, 5.0 * tol),
-                                           ready=ready)
+            wait = max(0.2, 5.0 * tol, values["tf_wait_s"] if ready is not None else 0.0)  # CameraInfo and TF pose
+            self.pairer = IntrinsicsPairer(self._camera_info_K, tolerance_s=tol, wait_s=wait, ready=ready)
             node.create_subscription(CameraInfo, f"{p}camera_info", self._on_info, in_qos)
         self.pub_depth = node.create_publisher(Image, f"{p}depth", out_qos)
         self.pub_conf = node.create_publisher(Image, f"{p}confidence", out_qos)

@@ -51,6 +51,8 @@ PARAMS: tuple[Param, ...] = (
           "network on it ('' = off, e.g. 'odom'; must differ from map_frame)"),
     Param("pose_tf_tolerance_s", 0.05, "pose conditioning: largest gap between an image stamp and the TF history "
           "still served by the nearest transform (s)", range=(0.0, 1.0)),
+    Param("tf_wait_s", 0.5, "an image whose TF pose has not arrived yet waits at most this long (wall clock, s) "
+          "before it goes on without it (counted as pose_lookup_failed_*)", range=(0.0, 10.0)),
     Param("pose_source_metric", True, "pose conditioning: the pose source is in metres (REP-103 TF), so conditioned "
           "depth and poses are metric"),
     Param("input_qos", "sensor_data", "input QoS: 'sensor_data' (best effort) or 'reliable'",

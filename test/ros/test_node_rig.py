@@ -36,7 +36,7 @@ def test_three_camera_rig_metric_from_baselines_and_dropout(ros_env, tmp_path):
     robot = RobotSequence(SPEC)
     bag = bags.write_robot_bag(SPEC, tmp_path / "rig.mcap", camera_stops={2: STOP})
     params = node_params(SPEC, oracle_mode="random_sim3", cameras="cam0,cam1,cam2", window_size=9, overlap=3,
-                         rig_wait_s=0.25, use_sim_time=True, input_qos="reliable", input_queue_depth=50,
+                         rig_wait_s=0.25, tf_wait_s=3.0, use_sim_time=True, input_qos="reliable", input_queue_depth=50,
                          max_pending_windows=16)
     remaps = {f"cam{k}/{t}": f"/cam{k}/{'image_raw' if t == 'image' else t}" for k in range(3)
               for t in ("image", "camera_info")}

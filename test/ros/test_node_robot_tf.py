@@ -53,7 +53,7 @@ def run_robot_bag(ros_env, tmp_path, spec: str, **overrides):
     robot = RobotSequence(spec)
     bag = bags.write_robot_bag(spec, tmp_path / "robot.mcap")
     params = node_params(spec, use_sim_time=True, input_qos="reliable", input_queue_depth=50, max_pending_windows=16,
-                         **overrides)
+                         tf_wait_s=3.0, **overrides)  # a loaded machine may deliver /tf late: images wait for it
     remaps = {"image": "/cam0/image_raw", "camera_info": "/cam0/camera_info"}
     with collector(ros_env) as col, ros_process(NODE_MODULE, ros_env, tmp_path, "node", params=params,
                                                 remaps=remaps) as node:
