@@ -23,7 +23,8 @@ from da3_core.stream.frame import MAX_SIDE, FrameError, check_image_size, check_
 
 __all__ = ["ConversionError", "ENCODINGS", "image_to_rgb", "compressed_to_rgb", "camera_info_to_K",
            "depth_to_image_msg", "conf_to_image_msg", "make_camera_info", "stamp_to_ns", "ns_to_stamp",
-           "c2w_to_pose", "c2w_to_pose_stamped", "c2w_to_transform", "make_path", "image_msg_to_array"]
+           "c2w_to_pose", "c2w_to_pose_stamped", "c2w_to_transform", "make_path", "image_msg_to_array",
+           "window_result_msg", "drift_report_msg"]
 
 # encoding -> (channels, channel order to get RGB)
 ENCODINGS = {"rgb8": (3, [0, 1, 2]), "bgr8": (3, [2, 1, 0]), "rgba8": (4, [0, 1, 2]), "bgra8": (4, [2, 1, 0]),
@@ -243,3 +244,35 @@ def make_path(stamps_ns, c2w: np.ndarray, frame_id: str) -> Path:
              for s, P in zip(stamps_ns, c2w)]
     last = int(stamps_ns[-1]) if len(poses) else 0
     return Path(header=Header(stamp=ns_to_stamp(last), frame_id=frame_id), poses=poses)
+
+
+def window_result_msg(res, header: Header, variant: str, now_ns: int, frames_dropped: int):
+    """da3_ros_interfaces/WindowResult of a pipeline :class:`~da3_core.stream.pipeline.WindowResult`."""
+    from da3_ros_interfaces.msg import WindowResult
+
+    msg = WindowResult(header=header)
+    msg.stamps = [ns_to_stamp(f.stamp_ns) for f in res.frames]
+    msg.poses = [c2w_to_pose(f.c2w) for f in res.frames]
+    msg.frame_ids = [f.frame_id for f in res.frames]
+    msg.intrinsics = np.concatenate([f.K.reshape(-1) for f in res.frames]).astype(float).tolist()
+    msg.height, msg.width = (int(v) for v in res.frames[0].depth.shape)
+    msg.scale = float(res.scale)
+    msg.is_metric = bool(res.is_metric)
+    msg.model_variant = variant
+    msg.inference_time_s = float(res.timings.get("predict_s", 0.0))
+    msg.total_latency_s = float((now_ns - res.frames[-1].stamp_ns) / 1e9)
+    msg.window_index = int(res.window_index)
+    msg.frames_dropped = int(frames_dropped)
+    return msg
+
+
+def drift_report_msg(d, frame_id: str):
+    """da3_ros_interfaces/DriftReport of a :class:`~da3_core.stream.drift.DriftSample`."""
+    from da3_ros_interfaces.msg import DriftReport
+
+    return DriftReport(header=Header(stamp=ns_to_stamp(d.stamp_ns), frame_id=frame_id), window_index=d.window_index,
+                       duration_s=d.duration_s, odometry_distance_m=d.odometry_distance_m,
+                       estimate_distance=d.estimate_distance, estimate_is_metric=d.estimate_is_metric,
+                       distance_ratio=d.distance_ratio, estimate_source=d.estimate_source, scale=d.scale,
+                       slip=d.slip, rotation_drift_deg=d.rotation_drift_deg,
+                       translation_drift_m=d.translation_drift_m)

@@ -31,7 +31,6 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import replace
 
 import numpy as np
 import rclpy
@@ -52,17 +51,16 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
-from da3_core.geometry.rigid import invert_rigid
 from da3_core.stream.frame import Frame, FrameError
 from da3_core.stream.pipeline import StreamPipeline, WindowResult
-from da3_core.stream.tf_buffer import TransformLookupError
 from da3_core.stream.tf_tree import MapTfPlanner, TfOutputs
 from da3_ros.camera_io import CameraIO
 from da3_ros.conversions import (
-    c2w_to_pose,
     c2w_to_pose_stamped,
+    drift_report_msg,
     make_path,
     ns_to_stamp,
+    window_result_msg,
 )
 from da3_ros.output_root import OutsideRootError, resolve_output_dir
 from da3_ros.params import (
@@ -148,7 +146,8 @@ class ReconstructNode(Node):
 
         # TF first (a camera that waits for the image subscription then finds it too)
         self._tf_tolerance_ns = int(round(v["pose_tf_tolerance_s"] * 1e9))
-        self._tf = TfListener(self, self.map_frame, TF_CACHE_S, on_stored=self._on_tf_stored) if uses_tf(v) else None
+        self._tf = TfListener(self, self.map_frame, TF_CACHE_S, on_stored=self._on_tf_stored,
+                              tolerance_ns=self._tf_tolerance_ns) if uses_tf(v) else None
         self.tf_plan = MapTfPlanner(self.map_frame, None if self._tf is None else self._tf.buffer, v["tf_mode"],
                                     v["odom_frame"], v["base_frame"], v["pose_frame"],
                                     int(round(v["tf_future_dating_s"] * 1e9)), self._tf_tolerance_ns)
@@ -209,46 +208,15 @@ class ReconstructNode(Node):
         return self.pose_source or self.tf_plan.root_of(camera_frame)
 
     def _pose_ready(self, frame: Frame) -> bool:
-        """Whether TF already has the camera pose at the frame's stamp (images may arrive before their TF); a free
-        camera (no parent) never waits."""
+        """Whether TF already has the camera pose at the frame's stamp; a free camera (no parent) never waits."""
         target = self._known_pose_frame(frame.frame_id)
-        if target is None:
-            return True
-        try:
-            self._tf.buffer.lookup(target, frame.frame_id, frame.stamp_ns, self._tf_tolerance_ns)
-        except TransformLookupError:
-            return False
-        return True
-
-    def _lookup(self, target: str, frame: Frame, what: str) -> np.ndarray | None:
-        """T(target <- frame's camera) at its stamp from TF, or None (counted as ``<what>_failed_<reason>``)."""
-        try:
-            T = self._tf.buffer.lookup(target, frame.frame_id, frame.stamp_ns, self._tf_tolerance_ns)
-        except TransformLookupError as exc:
-            with self._lock:
-                self.counts[f"{what}_failed_{exc.reason}"] += 1
-            self.get_logger().warning(f"{what}: none for the image at {frame.stamp_ns} ns ({frame.frame_id}): {exc}",
-                                      throttle_duration_sec=5.0)
-            return None
-        with self._lock:
-            self.counts[f"{what}_ok"] += 1
-        return T
-
-    def _with_pose(self, frame: Frame) -> Frame:
-        """The frame with what TF knows of it: its pose (w2c in the pose source's / odom's frame) and, in a rig, its
-        mount on the rig (T(base_frame <- camera))."""
-        changes = {}
-        target = self._known_pose_frame(frame.frame_id)
-        if target is not None and (T := self._lookup(target, frame, "pose_lookup")) is not None:
-            changes["pose_w2c"] = invert_rigid(T)
-        if len(self.cameras) > 1 and (M := self._lookup(self.values["base_frame"], frame, "rig_mount")) is not None:
-            changes["mount"] = M
-        return replace(frame, **changes) if changes else frame
+        return target is None or self._tf.has(target, frame)
 
     def _submit(self, frames: list[Frame]) -> None:
         for frame in frames:
-            if self._tf is not None:
-                frame = self._with_pose(frame)
+            if self._tf is not None:  # its pose (odom / pose source) and, in a rig, its mount on the rig
+                frame = self._tf.annotate(frame, self._known_pose_frame(frame.frame_id),
+                                          self.values["base_frame"] if len(self.cameras) > 1 else None)
             try:
                 self.pipeline.submit(frame)
             except FrameError as exc:
@@ -292,9 +260,11 @@ class ReconstructNode(Node):
             if len(res.points):
                 self._publish(self.pub_window_cloud, points_to_pointcloud2(res.points, res.colors, last))
             self._publish(self.pub_path, make_path(stamps, poses, self.map_frame))
-            self._publish(self.pub_window, self._window_msg(res, last))
+            dropped = int(self.pipeline.stats().get("worker_dropped", 0))
+            self._publish(self.pub_window, window_result_msg(res, last, self.variant,
+                                                             self.get_clock().now().nanoseconds, dropped))
         if res.drift is not None:
-            self._publish(self.pub_drift, self._drift_msg(res.drift, new[0].frame_id if new else ""))
+            self._publish(self.pub_drift, drift_report_msg(res.drift, new[0].frame_id if new else ""))
         with self._lock:
             self.counts["windows_out"] += 1
             self.counts["frames_out"] += len(new)
@@ -323,31 +293,6 @@ class ReconstructNode(Node):
             tf = self.tf_plan.republish(self.get_clock().now().nanoseconds)
         if tf is not None:
             self._publish(self.pub_tf, transform_msgs([tf]))
-
-    def _window_msg(self, res: WindowResult, header: Header) -> WindowResultMsg:
-        msg = WindowResultMsg(header=header)
-        msg.stamps = [ns_to_stamp(f.stamp_ns) for f in res.frames]
-        msg.poses = [c2w_to_pose(f.c2w) for f in res.frames]
-        msg.frame_ids = [f.frame_id for f in res.frames]
-        msg.intrinsics = np.concatenate([f.K.reshape(-1) for f in res.frames]).astype(float).tolist()
-        msg.height, msg.width = (int(v) for v in res.frames[0].depth.shape)
-        msg.scale = float(res.scale)
-        msg.is_metric = bool(res.is_metric)
-        msg.model_variant = self.variant
-        msg.inference_time_s = float(res.timings.get("predict_s", 0.0))
-        msg.total_latency_s = float((self.get_clock().now().nanoseconds - res.frames[-1].stamp_ns) / 1e9)
-        msg.window_index = int(res.window_index)
-        msg.frames_dropped = int(self.pipeline.stats().get("worker_dropped", 0))
-        return msg
-
-    @staticmethod
-    def _drift_msg(d, frame_id: str) -> DriftReport:
-        return DriftReport(header=Header(stamp=ns_to_stamp(d.stamp_ns), frame_id=frame_id),
-                           window_index=d.window_index, duration_s=d.duration_s,
-                           odometry_distance_m=d.odometry_distance_m, estimate_distance=d.estimate_distance,
-                           estimate_is_metric=d.estimate_is_metric, distance_ratio=d.distance_ratio,
-                           estimate_source=d.estimate_source, scale=d.scale, slip=d.slip,
-                           rotation_drift_deg=d.rotation_drift_deg, translation_drift_m=d.translation_drift_m)
 
     def _on_worker_error(self, exc: BaseException, window) -> None:
         with self._lock:

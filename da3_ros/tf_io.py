@@ -12,14 +12,17 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
+from da3_core.geometry.rigid import invert_rigid
 from da3_core.geometry.rotations import quat_xyzw_to_rotation
-from da3_core.stream.tf_buffer import TransformBuffer
+from da3_core.stream.frame import Frame
+from da3_core.stream.tf_buffer import TransformBuffer, TransformLookupError
 from da3_core.stream.tf_tree import StampedTransform
 from da3_ros.conversions import c2w_to_transform, ns_to_stamp, stamp_to_ns
 
@@ -49,10 +52,14 @@ def transform_msgs(transforms: list[StampedTransform]) -> TFMessage:
 
 class TfListener:
     """/tf + /tf_static -> ``buffer``. ``on_stored()`` runs after a message added at least one transform;
-    ``counts``: ``tf_transforms_stored``, ``tf_transforms_ignored_map_frame``, ``tf_transforms_rejected``."""
+    ``counts``: ``tf_transforms_stored``, ``tf_transforms_ignored_map_frame``, ``tf_transforms_rejected``, and the
+    frame annotations' ``<what>_ok`` / ``<what>_failed_<reason>``. ``tolerance_ns``: how far an image stamp may lie
+    outside an edge's history (:meth:`TransformBuffer.lookup`)."""
 
-    def __init__(self, node, map_frame: str, cache_time_s: float = 10.0, on_stored: Callable[[], None] | None = None):
+    def __init__(self, node, map_frame: str, cache_time_s: float = 10.0, on_stored: Callable[[], None] | None = None,
+                 tolerance_ns: int = 0):
         self.buffer = TransformBuffer(cache_time_s=cache_time_s)
+        self.tolerance_ns = int(tolerance_ns)
         self.map_frame = map_frame
         self.on_stored = on_stored
         self.counts: Counter[str] = Counter()
@@ -84,6 +91,40 @@ class TfListener:
                 self.counts["tf_transforms_rejected"] += rejected
         if stored and self.on_stored is not None:
             self.on_stored()
+
+    # --- what TF knows of an image ----------------------------------------------------------------------------------
+
+    def has(self, target: str, frame: Frame) -> bool:
+        """Whether T(target <- the frame's camera) is known at the frame's stamp (its TF may come after the image)."""
+        try:
+            self.buffer.lookup(target, frame.frame_id, frame.stamp_ns, self.tolerance_ns)
+        except TransformLookupError:
+            return False
+        return True
+
+    def lookup(self, target: str, frame: Frame, what: str) -> np.ndarray | None:
+        """T(target <- the frame's camera) at its stamp, or None; counted as ``<what>_ok`` / ``_failed_<reason>``."""
+        try:
+            T = self.buffer.lookup(target, frame.frame_id, frame.stamp_ns, self.tolerance_ns)
+        except TransformLookupError as exc:
+            with self._lock:
+                self.counts[f"{what}_failed_{exc.reason}"] += 1
+            self._logger.warning(f"{what}: none for the image at {frame.stamp_ns} ns ({frame.frame_id}): {exc}",
+                                 throttle_duration_sec=5.0)
+            return None
+        with self._lock:
+            self.counts[f"{what}_ok"] += 1
+        return T
+
+    def annotate(self, frame: Frame, pose_frame: str | None, mount_frame: str | None) -> Frame:
+        """The frame with its known pose (``pose_w2c`` in ``pose_frame``, e.g. odom) and its mount on a rig
+        (``mount`` = T(mount_frame <- camera)), where TF has them."""
+        changes = {}
+        if pose_frame is not None and (T := self.lookup(pose_frame, frame, "pose_lookup")) is not None:
+            changes["pose_w2c"] = invert_rigid(T)
+        if mount_frame is not None and (M := self.lookup(mount_frame, frame, "rig_mount")) is not None:
+            changes["mount"] = M
+        return replace(frame, **changes) if changes else frame
 
     def snapshot_counts(self) -> dict[str, int]:
         with self._lock:
