@@ -240,7 +240,8 @@ def _node_command(args, run: Run, out: Path, spec: str, bag_info) -> list[str]:
            "-p", "use_sim_time:=true", "-p", "input_qos:=reliable", "-p", "input_queue_depth:=50",
            "-p", f"window_size:={run.window}", "-p", f"overlap:={run.overlap}",
            "-p", f"process_res:={args.process_res}", "-p", "voxel_size:=0.0",
-           "-p", f"max_pending_windows:={MAX_PENDING}", "-p", f"save_map_root:={out}"]
+           "-p", f"max_pending_windows:={MAX_PENDING}", "-p", f"save_map_root:={out}",
+           "-p", "tf_wait_s:=3.0"]  # a bag: images may wait for a late /tf on a busy machine (no robot is waiting)
     for k, v in run.params.items():
         cmd += ["-p", f"{k}:={v}"]
     if args.weights:
