@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/forward.py                     # da3-small, 1 and 3 views, 280x504, 2 threads, fp32
     .venv/bin/python bench/forward.py --views 1 3 8 --runs 20 --device cuda
+    .venv/bin/python bench/forward.py --precision bf16     # also ours under bf16 autocast (CPU: native bf16 only)
 
 Each (implementation, views) pair runs in its own fresh process (so peak memory is its own): the recipe weights
 are built, one warm-up forward runs, then ``--runs`` timed forwards under ``torch.inference_mode``. Printed per
@@ -9,6 +10,9 @@ pair: median / min seconds, peak resident memory above the loaded model (CPU) or
 the ratios official/ours. Outputs of both are compared (max relative difference of depth, max abs difference of
 extrinsics) so a speed-up never hides a numerical change. The official package (``depth-anything-3``, installed
 by ``make`` from requirements/reference.txt with --no-deps) is the baseline; it is never used by the product.
+With ``--precision bf16`` a third process per row runs ours under bf16 autocast (what ``DA3(precision="bf16")``
+does) and the row adds its speed against ours in fp32 and its depth error (max and median relative) against ours
+in fp32 and against the official fp32.
 """
 
 from __future__ import annotations
@@ -81,7 +85,8 @@ def worker(args: argparse.Namespace) -> None:
     net, run = _build(args.worker, args.variant)
     net.to(device)
     x = _inputs(args.views[0], args.height, args.width).to(device)
-    with torch.inference_mode():
+    cast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    with torch.inference_mode(), cast:
         run(x)  # warm-up
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -111,6 +116,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="bf16: also time ours under bf16 autocast and report its error")
     parser.add_argument("--worker", choices=["ours", "official"], help=argparse.SUPPRESS)
     parser.add_argument("--save", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -119,28 +126,41 @@ def main() -> None:
         return
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(REPO))
-    print(f"{args.variant} {args.height}x{args.width}, {args.threads} threads, {args.device}, fp32, "
-          f"{args.runs} timed runs after 1 warm-up; each row from fresh processes")
+    bf16 = args.precision == "bf16"
+    print(f"{args.variant} {args.height}x{args.width}, {args.threads} threads, {args.device}, fp32"
+          f"{' (+ ours bf16)' if bf16 else ''}, {args.runs} timed runs after 1 warm-up; each row from fresh processes")
     print(f"{'views':>5} | {'official s':>10} | {'ours s':>8} | {'speed-up':>8} | {'official MB':>11} | "
-          f"{'ours MB':>8} | {'mem ratio':>9} | {'depth max rel':>13} | {'extr max abs':>12}")
+          f"{'ours MB':>8} | {'mem ratio':>9} | {'depth max rel':>13} | {'extr max abs':>12}"
+          + (f" | {'bf16 s':>7} | {'bf16/fp32':>9} | {'bf16 vs ours max/med rel':>24} | "
+             f"{'bf16 vs official max/med rel':>28}" if bf16 else ""))
+    runs = [("official", "fp32"), ("ours", "fp32")] + ([("ours", "bf16")] if bf16 else [])
     with tempfile.TemporaryDirectory() as tmp:
         for views in args.views:
             res = {}
-            for impl in ("official", "ours"):
-                save = str(Path(tmp) / f"{impl}_{views}.npz")
+            for impl, precision in runs:
+                save = str(Path(tmp) / f"{impl}_{precision}_{views}.npz")
                 cmd = [sys.executable, __file__, "--worker", impl, "--save", save, "--variant", args.variant,
                        "--views", str(views), "--height", str(args.height), "--width", str(args.width),
-                       "--runs", str(args.runs), "--threads", str(args.threads), "--device", args.device]
+                       "--runs", str(args.runs), "--threads", str(args.threads), "--device", args.device,
+                       "--precision", precision]
                 proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
                 if proc.returncode != 0:
-                    sys.exit(f"{impl} worker failed:\n{proc.stderr[-3000:]}")
-                res[impl] = json.loads(proc.stdout.strip().splitlines()[-1]) | dict(np.load(save))
-            o, u = res["official"], res["ours"]
+                    sys.exit(f"{impl} ({precision}) worker failed:\n{proc.stderr[-3000:]}")
+                res[(impl, precision)] = json.loads(proc.stdout.strip().splitlines()[-1]) | dict(np.load(save))
+            o, u = res[("official", "fp32")], res[("ours", "fp32")]
             rel = float(np.max(np.abs(u["depth"] - o["depth"]) / np.abs(o["depth"])))
             ext = float(np.max(np.abs(u["extrinsics"] - o["extrinsics"])))
-            print(f"{views:>5} | {o['median']:>10.3f} | {u['median']:>8.3f} | {o['median'] / u['median']:>7.2f}x | "
-                  f"{o['peak_mb']:>11.0f} | {u['peak_mb']:>8.0f} | {o['peak_mb'] / max(u['peak_mb'], 1e-9):>8.2f}x | "
-                  f"{rel:>13.2e} | {ext:>12.2e}")
+            line = (f"{views:>5} | {o['median']:>10.3f} | {u['median']:>8.3f} | {o['median'] / u['median']:>7.2f}x | "
+                    f"{o['peak_mb']:>11.0f} | {u['peak_mb']:>8.0f} | "
+                    f"{o['peak_mb'] / max(u['peak_mb'], 1e-9):>8.2f}x | {rel:>13.2e} | {ext:>12.2e}")
+            if bf16:
+                b = res[("ours", "bf16")]
+                vs_ours = np.abs(b["depth"] - u["depth"]) / np.abs(u["depth"])
+                vs_official = np.abs(b["depth"] - o["depth"]) / np.abs(o["depth"])
+                line += (f" | {b['median']:>7.3f} | {u['median'] / b['median']:>8.2f}x | "
+                         f"{vs_ours.max():>11.2e} / {np.median(vs_ours):.2e} | "
+                         f"{vs_official.max():>13.2e} / {np.median(vs_official):.2e}")
+            print(line)
 
 
 if __name__ == "__main__":

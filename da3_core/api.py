@@ -14,9 +14,12 @@ network call, Umeyama alignment to given poses) and goes beyond it in three docu
   processed pixels, ``da3_core.geometry.metric`` convention).
 - Extrinsics are always (N, 4, 4) float64 world-to-camera (OpenCV), intrinsics (N, 3, 3) float64.
 
-Precision: CPU runs fp32. On CUDA the network runs under ``torch.autocast`` with bf16 (fp16 where bf16 is not
-supported), as the official API; keeping the heads and the camera encoder in fp32 is the network's job
-(``da3_core.models``). ``precision="fp32"`` disables autocast.
+Precision: on CUDA the network runs under ``torch.autocast`` with bf16 (fp16 where bf16 is not supported), as the
+official API; keeping the heads and the camera encoder in fp32 is the network's job (``da3_core.models``).
+``precision="fp32"`` disables autocast. The CPU runs fp32 unless ``precision="bf16"`` is asked for (opt-in): then the
+backbone runs under CPU bf16 autocast, which needs native bf16 (AVX512-BF16 or AMX, :func:`cpu_supports_bf16`); a
+CPU without it is refused with a clear error instead of silently emulating bf16 (slower than fp32).
+``bench/forward.py --precision bf16`` prints its speed and its depth error against fp32 and the official fp32.
 """
 
 from __future__ import annotations
@@ -38,6 +41,23 @@ from da3_core.models.nested import NestedDA3Network
 from da3_core.preprocess import PATCH_SIZE, Preprocessed, ViewTransform, preprocess
 
 REF_VIEW_STRATEGIES = ("first", "middle", "saddle_balanced", "saddle_sim_range")
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles), so bf16 autocast can be faster than fp32."""
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool((check and check()) or (amx and amx()))
+
+
+def _check_precision(precision: str, device: torch.device) -> None:
+    if device.type != "cpu":
+        return
+    if precision == "fp16":
+        raise ValueError("precision='fp16' needs CUDA; on the CPU use 'fp32' or 'bf16' (with native bf16 support)")
+    if precision == "bf16" and not cpu_supports_bf16():
+        raise ValueError("precision='bf16' on this CPU: it has no native bf16 (AVX512-BF16 or AMX), where bf16 is "
+                         "emulated and slower than fp32; use precision='fp32'")
 OUTPUT_MODES = ("input", "processed")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 METRIC_CANONICAL_FOCAL = 300.0
@@ -263,6 +283,8 @@ class DA3:
 
     def __init__(self, variant: str | None = None, *, network: nn.Module | None = None,
                  device: str | torch.device | None = None, precision: str = "auto", is_metric: bool | None = None):
+        """``precision``: auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16 (CUDA, or a CPU with native bf16), fp16
+        (CUDA only)."""
         if network is None:
             if variant is None:
                 raise ValueError("DA3: pass a variant name (see da3_core.list_variants()) or network=...")
@@ -276,6 +298,7 @@ class DA3:
             raise ValueError(f"precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
         self.variant = variant
         self.device = _resolve_device(device)
+        _check_precision(precision, self.device)
         self.precision = precision
         self.network = network.to(self.device).eval()
         cfg = _network_config(network)
@@ -321,6 +344,8 @@ class DA3:
 
     # -- network call --
     def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cpu" and self.precision == "bf16":
+            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
         if self.device.type != "cuda" or self.precision == "fp32":
             return contextlib.nullcontext()
         if self.precision == "auto":

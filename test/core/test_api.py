@@ -11,7 +11,7 @@ from support.api_helpers import recipe_network, synthetic_images
 from support.golden import load_npz
 from torch import nn
 
-from da3_core.api import DA3, Prediction, normalize_input_extrinsics
+from da3_core.api import DA3, Prediction, cpu_supports_bf16, normalize_input_extrinsics
 
 # --- a stub network with closed-form outputs -----------------------------------------------------------------------
 
@@ -280,6 +280,28 @@ def test_cuda_autocast_close_to_fp32():
     rel = np.abs(pred.depth - ref["depth"]) / ref["depth"]
     assert np.median(rel) < 1e-2 and rel.max() < 1e-1
     assert np.abs(pred.extrinsics[:, :3] - ref["extrinsics"]).max() < 5e-2
+
+
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no native bf16")
+def test_cpu_bf16_opt_in_close_to_the_fp32_golden(small_model):
+    """precision='bf16' on a CPU with native bf16: the backbone runs in bf16 (outputs differ from fp32) and stays
+    close to the official fp32 golden, as CUDA autocast does."""
+    ref = load_npz("da3-small", "api", "api_mv3__fp32.npz")
+    inputs = load_npz("da3-small", "inputs.npz")
+    model = DA3.from_network(small_model.network, device="cpu", precision="bf16")
+    pred = model.predict(list(inputs["images_u8"]), output="processed")
+    rel = np.abs(pred.depth - ref["depth"]) / ref["depth"]
+    assert 0 < np.median(rel) < 1e-2 and rel.max() < 1e-1
+    assert np.abs(pred.extrinsics[:, :3] - ref["extrinsics"]).max() < 5e-2
+
+
+def test_cpu_precision_choices_are_checked(monkeypatch):
+    with pytest.raises(ValueError, match="fp16.*needs CUDA"):
+        DA3.from_network(StubNet(), device="cpu", precision="fp16")
+    monkeypatch.setattr("da3_core.api.cpu_supports_bf16", lambda: False)
+    with pytest.raises(ValueError, match="no native bf16"):
+        DA3.from_network(StubNet(), device="cpu", precision="bf16")
+    assert DA3.from_network(StubNet(), device="cpu", precision="auto").precision == "auto"  # fp32 on the CPU
 
 
 def _stub_centres(n: int) -> np.ndarray:
