@@ -95,9 +95,11 @@ class TfListener:
     # --- what TF knows of an image ----------------------------------------------------------------------------------
 
     def has(self, target: str, frame: Frame) -> bool:
-        """Whether T(target <- the frame's camera) is known at the frame's stamp (its TF may come after the image)."""
+        """Whether T(target <- the frame's camera) is known at the frame's stamp, inside the history (its TF may come
+        after the image). No tolerance here: an image that arrives before the odometry sample of its stamp waits for
+        it instead of taking the previous sample; once its wait is over, :meth:`lookup` allows the tolerance."""
         try:
-            self.buffer.lookup(target, frame.frame_id, frame.stamp_ns, self.tolerance_ns)
+            self.buffer.lookup(target, frame.frame_id, frame.stamp_ns, 0)
         except TransformLookupError:
             return False
         return True
