@@ -43,6 +43,7 @@ $(VENV)/.stamp-reqs: $(REQ_FILES) scripts/check_system.sh
 	  { echo "error: $(VENV) is not a Python 3.11 venv; remove it and re-run"; exit 1; }
 	$(PIP) install --no-input -r $(REQ)/torch.txt
 	$(PIP) install --no-input -r $(REQ)/core.txt -r $(REQ)/ros.txt -r $(REQ)/dev.txt -r $(REQ)/train.txt \
+	  -r $(REQ)/deploy.txt \
 	  -c $(REQ)/torch.txt -c $(REQ)/reference.txt
 	$(PIP) install --no-input --no-deps -r $(REQ)/reference.txt
 	@touch $@

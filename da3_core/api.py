@@ -20,11 +20,18 @@ official API; keeping the heads and the camera encoder in fp32 is the network's 
 backbone runs under CPU bf16 autocast, which needs native bf16 (AVX512-BF16 or AMX, :func:`cpu_supports_bf16`); a
 CPU without it is refused with a clear error instead of silently emulating bf16 (slower than fp32).
 ``bench/forward.py --precision bf16`` prints its speed and its depth error against fp32 and the official fp32.
+
+Backends (``backend=``, :mod:`da3_core.backends`): ``torch`` (the eager module), ``torch_graph`` (the first window
+shape captured as a CUDA graph / compiled with torch.compile on the CPU; other shapes run eagerly, counted),
+``onnxruntime`` (exported ONNX graphs on ONNX Runtime: CPU, or CUDA / TensorRT with ``onnxruntime-gpu``; fp32;
+windows without a graph are exported on demand into ``cache_dir``). :meth:`DA3.warm_up` prepares a window shape
+before the first real call; :meth:`DA3.from_onnx` runs exported graphs without torch weights.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from da3_core.backends import BACKENDS, wrap_network
+from da3_core.backends.split import is_nested
 from da3_core.geometry.rigid import as_4x4, camera_centers
 from da3_core.geometry.sim3 import align_input_poses_to_prediction
-from da3_core.models.nested import NestedDA3Network
 from da3_core.preprocess import PATCH_SIZE, Preprocessed, ViewTransform, preprocess
 
 REF_VIEW_STRATEGIES = ("first", "middle", "saddle_balanced", "saddle_sim_range")
@@ -282,9 +290,13 @@ class DA3:
     """
 
     def __init__(self, variant: str | None = None, *, network: nn.Module | None = None,
-                 device: str | torch.device | None = None, precision: str = "auto", is_metric: bool | None = None):
+                 device: str | torch.device | None = None, precision: str = "auto", is_metric: bool | None = None,
+                 backend: str = "torch", onnx: Sequence[str | Path] = (), cache_dir: str | Path | None = None,
+                 providers: Sequence[str] | None = None):
         """``precision``: auto (bf16/fp16 on CUDA, fp32 on CPU), fp32, bf16 (CUDA, or a CPU with native bf16), fp16
-        (CUDA only)."""
+        (CUDA only). ``backend``: torch, torch_graph or onnxruntime (module docstring); for onnxruntime ``onnx`` are
+        exported graphs (files or folders), ``cache_dir`` where missing ones are exported, ``providers`` the
+        ONNX Runtime providers to use (tensorrt, cuda, cpu; default from ``device``)."""
         if network is None:
             if variant is None:
                 raise ValueError("DA3: pass a variant name (see da3_core.list_variants()) or network=...")
@@ -296,11 +308,23 @@ class DA3:
             raise TypeError(f"DA3: network must be a torch.nn.Module, got {type(network).__name__}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r}: choose one of {', '.join(BACKENDS)}")
         self.variant = variant
         self.device = _resolve_device(device)
         _check_precision(precision, self.device)
+        if backend == "onnxruntime" and precision not in ("auto", "fp32"):
+            raise ValueError(f"precision={precision!r} with backend onnxruntime: exported graphs run in fp32; use "
+                             "precision='fp32' (or 'auto'), or backend 'torch' for bf16")
         self.precision = precision
+        self.backend = backend
+        if backend == "onnxruntime" and not hasattr(network, "run_graph"):
+            network = wrap_network(network.eval(), backend, self.device, variant or "", onnx, cache_dir, providers)
+        if backend == "onnxruntime":
+            self.device = torch.device("cpu")  # host tensors; ONNX Runtime's providers run on the chosen device
         self.network = network.to(self.device).eval()
+        if backend == "torch_graph":
+            self.network = wrap_network(self.network, backend, self.device)
         cfg = _network_config(network)
         if is_metric is None:
             is_metric = bool(getattr(cfg, "is_metric", False))
@@ -311,17 +335,30 @@ class DA3:
     # -- constructors --
     @classmethod
     def from_network(cls, network: nn.Module, variant: str | None = None, device: str | torch.device | None = None,
-                     precision: str = "auto", is_metric: bool | None = None) -> DA3:
-        """Wrap an existing network (e.g. ``apply_recipe(build_network("da3-small"))``)."""
-        return cls(variant, network=network, device=device, precision=precision, is_metric=is_metric)
+                     precision: str = "auto", is_metric: bool | None = None, **backend: Any) -> DA3:
+        """Wrap an existing network (e.g. ``apply_recipe(build_network("da3-small"))``); ``backend`` keywords as
+        in the constructor."""
+        return cls(variant, network=network, device=device, precision=precision, is_metric=is_metric, **backend)
+
+    @classmethod
+    def from_onnx(cls, path: str | Path | Sequence[str | Path], device: str | torch.device = "cpu",
+                  providers: Sequence[str] | None = None) -> DA3:
+        """Run exported graphs (``da3 export --onnx``; a file, a folder of them, or a list) on ONNX Runtime, without
+        torch weights. Windows must match one of the graphs (views, processed height and width, camera inputs)."""
+        from da3_core.backends.onnx_runtime import OnnxRuntimeNetwork
+
+        paths = [path] if isinstance(path, (str, Path)) else list(path)
+        net = OnnxRuntimeNetwork(paths, device=device, providers=providers)
+        return cls(net.variant or None, network=net, device="cpu", backend="onnxruntime")
 
     @classmethod
     def from_pretrained(cls, path: str | Path, variant: str | None = None, device: str | torch.device | None = None,
-                        precision: str = "auto") -> DA3:
+                        precision: str = "auto", **backend: Any) -> DA3:
         """Load an official ``model.safetensors`` (+ ``config.json``) file or folder, or one of our checkpoints.
 
         Strict: every key must match (``WeightsMismatchError`` lists missing / unexpected / mis-shaped keys).
         ``variant`` is needed when the checkpoint does not name its model (a bare file without ``config.json``).
+        ``backend`` keywords (backend, onnx, cache_dir, providers) as in the constructor.
         """
         path = Path(path).expanduser()
         if not path.exists():
@@ -340,7 +377,7 @@ class DA3:
         network = build_network(name)
         state = loading.load_state_dict_file(weights_file)
         loading.load_weights_strict(network, state)
-        return cls(name, network=network, device=device, precision=precision)
+        return cls(name, network=network, device=device, precision=precision, **backend)
 
     # -- network call --
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -383,6 +420,22 @@ class DA3:
                 torch.manual_seed(seed)
             out = self.network(x, extrinsics=ex, intrinsics=K, ref_view_strategy=ref_view, use_ray_pose=use_ray_pose)
         return dict(out)
+
+    def warm_up(self, views: int, height: int, width: int, conditioned: bool = False,
+                ref_view: str = "first") -> float:
+        """Run one window of ``views`` x ``height`` x ``width`` processed pixels (multiples of 14) through the network
+        so that the first real window does not pay for set-up: graph capture or compilation (torch_graph), ONNX export
+        and session / TensorRT engine build (onnxruntime), CUDA kernel selection (torch). Returns seconds taken."""
+        t0 = time.perf_counter()
+        x = torch.zeros(1, views, 3, height, width)
+        ex = K = None
+        if conditioned:
+            ex = torch.eye(4).repeat(1, views, 1, 1)
+            ex[..., 0, 3] = torch.linspace(0.0, 1.0, views)
+            K = torch.tensor([[float(width), 0.0, width / 2], [0.0, float(width), height / 2], [0.0, 0.0, 1.0]])
+            K = K.repeat(1, views, 1, 1)
+        self.run_network(x, ex, K, ref_view=ref_view)
+        return time.perf_counter() - t0
 
     # -- predict --
     def predict(
@@ -432,7 +485,7 @@ class DA3:
         conditioned = pre.extrinsics is not None and self.supports_pose_conditioning
         ex_norm = normalize_input_extrinsics(pre.extrinsics[None]) if conditioned else None
         K_in = pre.intrinsics[None] if conditioned else None
-        if K_in is None and pre.intrinsics is not None and isinstance(self.network, NestedDA3Network):
+        if K_in is None and pre.intrinsics is not None and is_nested(self.network):
             K_in = pre.intrinsics[None]  # known focal for the nested metric scale (beyond the official)
         raw = self.run_network(pre.x, ex_norm, K_in, ref_view=ref_view, use_ray_pose=use_ray_pose, seed=seed)
         return self._postprocess(raw, pre, intrinsics, align_to_input_ext_scale, output)
@@ -507,4 +560,5 @@ class DA3:
                           processed_hw=pre.processed_hw, resolution="input")
 
     def __repr__(self) -> str:
-        return f"DA3(variant={self.variant!r}, device={str(self.device)!r}, precision={self.precision!r})"
+        backend = "" if self.backend == "torch" else f", backend={self.backend!r}"
+        return f"DA3(variant={self.variant!r}, device={str(self.device)!r}, precision={self.precision!r}{backend})"

@@ -4,6 +4,9 @@
               [--use-ray-pose] [--intrinsics fx,fy,cx,cy] [--conf-percentile 40] [--max-points N]
               [--batch-views N] [--device cpu|cuda] [--fps F] [--max-frames N]
     da3 variants
+    da3 export --onnx (--weights PATH [--variant NAME] | --recipe NAME) --views N
+              (--height H --width W | --image-size WxH [--process-res 504]) [--ref-view first] [--conditioned]
+              --out FILE.onnx
 
 ``infer`` writes ``DIR/results.npz``, ``DIR/points.ply``, ``DIR/depth/XXXX.png``, ``DIR/cameras.json`` and
 ``DIR/trajectory.tum`` (see :mod:`da3_core.export`). Nothing is downloaded: ``--weights`` is a local official
@@ -12,6 +15,13 @@ checkpoint folder / ``model.safetensors`` file or one of our checkpoints.
 ``--batch-views N`` bounds memory on long inputs: views are processed in windows of N that share one frame with the
 previous window; each window is brought into the frame and depth scale of the first one through that shared frame
 (relative pose of the window, translation scaled by the median depth ratio on the shared frame).
+``--backend onnxruntime`` runs ``infer`` on ONNX Runtime (``--onnx`` exported graphs, else exported on demand into
+``$DA3_CACHE``); ``torch_graph`` captures the window (CUDA graph / torch.compile).
+
+``export --onnx`` writes the network for one fixed window (views x processed height x width; ``--image-size`` and
+``--process-res`` compute the processed size of a camera's images as ``infer`` and the node do) with the
+reference-view strategy inside the graph, or with camera inputs (``--conditioned``, pose-conditioned windows).
+``--recipe NAME`` exports deterministic test weights of a variant (no checkpoint needed; benchmarks and tests).
 """
 
 from __future__ import annotations
@@ -190,7 +200,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
                        "--output-res processed")
     intrinsics = parse_intrinsics(args.intrinsics, len(images))
     print(f"da3: {len(images)} view(s) from {args.input}; loading {weights}", file=sys.stderr)
-    model = DA3.from_pretrained(weights, variant=args.variant, device=args.device)
+    model = DA3.from_pretrained(weights, variant=args.variant, device=args.device, backend=args.backend,
+                                onnx=[args.onnx] if args.onnx else ())
     pred = predict_windows(model, images, intrinsics, args.batch_views, process_res=args.process_res,
                            process_res_method=args.process_res_method, ref_view=args.ref_view,
                            use_ray_pose=args.use_ray_pose, output=args.output_res)
@@ -214,8 +225,58 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def processed_size(image_size: str, process_res: int, method: str = "upper_bound_resize") -> tuple[int, int]:
+    """(height, width) the network sees for camera images of ``image_size`` 'WxH' (as ``infer`` and the node)."""
+    from da3_core.preprocess import preprocess
+
+    try:
+        w, h = (int(v) for v in image_size.lower().split("x"))
+    except ValueError:
+        raise CliError(f"--image-size {image_size!r}: expected WIDTHxHEIGHT, e.g. 640x480") from None
+    if w <= 0 or h <= 0:
+        raise CliError(f"--image-size {image_size!r}: width and height must be positive")
+    return tuple(preprocess([np.zeros((h, w, 3), np.uint8)], process_res=process_res,
+                            process_res_method=method).processed_hw)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from da3_core.backends.onnx_export import INPUT_NAMES, export_onnx
+    from da3_core.backends.split import GraphSpec
+
+    if not args.onnx:
+        raise CliError("choose an export format: --onnx")
+    if (args.weights is None) == (args.recipe is None):
+        raise CliError("pass exactly one of --weights (a checkpoint) or --recipe VARIANT (deterministic test weights)")
+    if args.image_size:
+        height, width = processed_size(args.image_size, args.process_res)
+    elif args.height and args.width:
+        height, width = args.height, args.width
+    else:
+        raise CliError("give the window size: --height H --width W (processed pixels, multiples of 14) or "
+                       "--image-size WxH of the camera images (with --process-res)")
+    spec = GraphSpec(args.views, height, width, args.conditioned, args.ref_view)
+    if args.recipe:
+        from da3_core.registry import build_network, canonical_variant
+        from da3_core.weights.recipe import apply_recipe
+
+        variant = canonical_variant(args.recipe)
+        network = apply_recipe(build_network(variant))
+    else:
+        from da3_core.api import DA3
+
+        model = DA3.from_pretrained(args.weights, variant=args.variant, device="cpu")
+        variant, network = model.variant, model.network
+    print(f"da3: exporting {variant} for {spec.describe()} to {args.out} (large models take minutes)",
+          file=sys.stderr)
+    info = export_onnx(network, spec, args.out, variant)
+    inputs = ", ".join(INPUT_NAMES[: 3 if spec.conditioned else 1])
+    print(f"da3: wrote {info.path} (inputs {inputs}; outputs {', '.join(info.outputs)})", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from da3_core.api import REF_VIEW_STRATEGIES
+    from da3_core.backends import BACKENDS
     from da3_core.preprocess import PROCESS_RES_METHODS
 
     parser = argparse.ArgumentParser(prog="da3", description="Depth Anything 3 inference (offline, no downloads).")
@@ -242,7 +303,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None, help="use at most N frames/images")
     p.add_argument("--output-res", default="input", choices=("input", "processed"),
                    help="resolution of the outputs (default: the input resolution)")
+    p.add_argument("--backend", default="torch", choices=BACKENDS, help="how the network runs (default torch)")
+    p.add_argument("--onnx", default=None, help="--backend onnxruntime: exported graph(s), a .onnx file or a folder")
     p.set_defaults(func=cmd_infer)
+
+    e = sub.add_parser("export", help="export a network for one fixed window (ONNX)")
+    e.add_argument("--onnx", action="store_true", help="ONNX (opset 18) for ONNX Runtime / TensorRT")
+    e.add_argument("--weights", default=None, help="checkpoint folder or file (as for infer)")
+    e.add_argument("--variant", default=None, help="model variant when the checkpoint does not name it")
+    e.add_argument("--recipe", default=None, help="export deterministic recipe weights of this variant instead")
+    e.add_argument("--views", type=int, required=True, help="views per window (the node's window_size)")
+    e.add_argument("--height", type=int, default=None, help="processed height (multiple of 14)")
+    e.add_argument("--width", type=int, default=None, help="processed width (multiple of 14)")
+    e.add_argument("--image-size", default=None, help="camera image size WxH; the processed size follows from "
+                   "--process-res")
+    e.add_argument("--process-res", type=int, default=504, help="with --image-size (default 504)")
+    e.add_argument("--ref-view", default="first", choices=REF_VIEW_STRATEGIES,
+                   help="reference view (default first, the node's); saddle_* are computed inside the graph")
+    e.add_argument("--conditioned", action="store_true", help="camera inputs (pose-conditioned windows)")
+    e.add_argument("--out", required=True, help="output .onnx file")
+    e.set_defaults(func=cmd_export)
 
     v = sub.add_parser("variants", help="list the model variants")
     v.set_defaults(func=cmd_variants)
@@ -264,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"da3: error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, KeyError) as exc:
         print(f"da3: error: {exc}", file=sys.stderr)
         return 2
 

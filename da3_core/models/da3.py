@@ -61,11 +61,13 @@ class DA3Network(nn.Module):
     def forward(self, x: torch.Tensor, extrinsics: torch.Tensor | None = None,
                 intrinsics: torch.Tensor | None = None, ref_view_strategy: str = "saddle_balanced",
                 use_ray_pose: bool = False, match_layers: tuple[int, ...] = (),
-                match_heads: int = 1) -> dict[str, torch.Tensor]:
+                match_heads: int = 1, sky_fill: bool = True) -> dict[str, torch.Tensor]:
         """x: (B, S, 3, H, W) ImageNet-normalised, H and W multiples of 14. Optional known cameras (both or none):
         extrinsics (B, S, 3|4, 4) OpenCV world-to-camera, intrinsics (B, S, 3, 3) in pixels of ``x``.
         ``match_layers`` / ``match_heads`` (training): also return ``match_q`` / ``match_k`` (B, S, h*w, G, D), the
-        attention queries and keys of those global blocks' first heads (da3_core.train.matching)."""
+        attention queries and keys of those global blocks' first heads (da3_core.train.matching).
+        ``sky_fill=False`` returns the sky model's raw depth (no data-dependent sky clamp), for fixed graphs whose host
+        side applies :func:`~da3_core.models.sky.clamp_mono_sky` (da3_core.backends.split)."""
         self._check_inputs(x, extrinsics, intrinsics, ref_view_strategy, use_ray_pose)
         height, width = x.shape[-2:]
         cam_tokens = None
@@ -86,7 +88,7 @@ class DA3Network(nn.Module):
                 out["extrinsics"], out["intrinsics"] = w2c, k
                 if feats.ref_index is not None:
                     out["ref_index"] = feats.ref_index
-        if "sky" in out:
+        if "sky" in out and sky_fill:
             out["depth"] = clamp_mono_sky(out["depth"], out["sky"])
         if feats.match_q is not None:
             out["match_q"], out["match_k"] = feats.match_q, feats.match_k
@@ -111,7 +113,9 @@ class DA3Network(nn.Module):
                 raise ValueError(f"extrinsics must be (B, S, 3|4, 4) = ({b}, {s}, 4, 4), got {tuple(extrinsics.shape)}")
             if intrinsics.shape != (b, s, 3, 3):
                 raise ValueError(f"intrinsics must be (B, S, 3, 3) = ({b}, {s}, 3, 3), got {tuple(intrinsics.shape)}")
-            if not (torch.isfinite(extrinsics).all() and torch.isfinite(intrinsics).all()):
+            # data-dependent: checked eagerly; graph backends check on the host (da3_core.backends.split)
+            if not torch.compiler.is_compiling() and not (torch.isfinite(extrinsics).all()
+                                                         and torch.isfinite(intrinsics).all()):
                 raise ValueError("extrinsics/intrinsics contain NaN or inf; pass finite cameras or none")
             if self.cam_enc is None:
                 raise ValueError("this variant has no camera encoder (mono/metric): it cannot take camera inputs")

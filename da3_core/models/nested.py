@@ -37,25 +37,31 @@ class NestedDA3Network(nn.Module):
         focal_k = intrinsics if extrinsics is None else None
         cond_k = intrinsics if extrinsics is not None else None
         out = self.da3(x, extrinsics, cond_k, ref_view_strategy, use_ray_pose)
-        metric = self.da3_metric(x)
-        if focal_k is not None and focal_k.shape != out["intrinsics"].shape:
-            raise ValueError(f"intrinsics must be (B, S, 3, 3) = {tuple(out['intrinsics'].shape)}, "
-                             f"got {tuple(focal_k.shape)}")
-        metric_depth = apply_metric_scaling(metric["depth"], focal_k if focal_k is not None else out["intrinsics"])
-        keep = non_sky_mask(metric["sky"])
-        if keep.sum() <= 10:
-            raise RuntimeError("nested metric alignment: fewer than 10 non-sky pixels in the window")
+        return align_to_metric(out, self.da3_metric(x), focal_k)
 
-        median_conf = torch.quantile(sample_without_replacement(out["depth_conf"][keep]), 0.5)
-        align = keep & (out["depth_conf"] >= median_conf) & (metric_depth > 1e-2) & (out["depth"] > 1e-3)
-        pred, target = out["depth"][align], metric_depth[align]
-        scale = torch.dot(target, pred) / torch.dot(pred, pred).clamp_min(1e-12)
 
-        depth = out["depth"] * scale
-        w2c = out["extrinsics"].clone()
-        w2c[..., :3, 3] = w2c[..., :3, 3] * scale
-        far = torch.quantile(sample_with_replacement(depth[keep]), 0.99).clamp(max=SKY_DEPTH_CAP_M)
-        depth, conf = fill_sky(depth, keep, far, out["depth_conf"])
-        out.update(depth=depth, depth_conf=conf, extrinsics=w2c, sky=metric["sky"],
-                   scale_factor=scale.detach().reshape(()), is_metric=torch.tensor(True))
-        return out
+def align_to_metric(out: dict[str, torch.Tensor], metric: dict[str, torch.Tensor],
+                    focal_k: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Steps 2-4 of the module docstring on the any-view outputs ``out`` and the metric network's ``metric`` (depth,
+    sky); ``focal_k`` (B, S, 3, 3) known intrinsics for the metric scale, None for the predicted ones."""
+    if focal_k is not None and focal_k.shape != out["intrinsics"].shape:
+        raise ValueError(f"intrinsics must be (B, S, 3, 3) = {tuple(out['intrinsics'].shape)}, "
+                         f"got {tuple(focal_k.shape)}")
+    metric_depth = apply_metric_scaling(metric["depth"], focal_k if focal_k is not None else out["intrinsics"])
+    keep = non_sky_mask(metric["sky"])
+    if keep.sum() <= 10:
+        raise RuntimeError("nested metric alignment: fewer than 10 non-sky pixels in the window")
+
+    median_conf = torch.quantile(sample_without_replacement(out["depth_conf"][keep]), 0.5)
+    align = keep & (out["depth_conf"] >= median_conf) & (metric_depth > 1e-2) & (out["depth"] > 1e-3)
+    pred, target = out["depth"][align], metric_depth[align]
+    scale = torch.dot(target, pred) / torch.dot(pred, pred).clamp_min(1e-12)
+
+    depth = out["depth"] * scale
+    w2c = out["extrinsics"].clone()
+    w2c[..., :3, 3] = w2c[..., :3, 3] * scale
+    far = torch.quantile(sample_with_replacement(depth[keep]), 0.99).clamp(max=SKY_DEPTH_CAP_M)
+    depth, conf = fill_sky(depth, keep, far, out["depth_conf"])
+    out.update(depth=depth, depth_conf=conf, extrinsics=w2c, sky=metric["sky"],
+               scale_factor=scale.detach().reshape(()), is_metric=torch.tensor(True))
+    return out
