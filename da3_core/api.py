@@ -58,6 +58,14 @@ def cpu_supports_bf16() -> bool:
     return bool((check and check()) or (amx and amx()))
 
 
+def processed_hw(image_hw: tuple[int, int], process_res: int = 504,
+                 process_res_method: str = "upper_bound_resize") -> tuple[int, int]:
+    """(height, width) of the network input for images of ``image_hw`` (what :meth:`DA3.predict` feeds it)."""
+    h, w = image_hw
+    return tuple(preprocess([np.zeros((h, w, 3), np.uint8)], process_res=process_res,
+                            process_res_method=process_res_method).processed_hw)
+
+
 def _check_precision(precision: str, device: torch.device) -> None:
     if device.type != "cpu":
         return

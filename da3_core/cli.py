@@ -225,9 +225,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
-def processed_size(image_size: str, process_res: int, method: str = "upper_bound_resize") -> tuple[int, int]:
+def processed_size(image_size: str, process_res: int) -> tuple[int, int]:
     """(height, width) the network sees for camera images of ``image_size`` 'WxH' (as ``infer`` and the node)."""
-    from da3_core.preprocess import preprocess
+    from da3_core.api import processed_hw
 
     try:
         w, h = (int(v) for v in image_size.lower().split("x"))
@@ -235,8 +235,7 @@ def processed_size(image_size: str, process_res: int, method: str = "upper_bound
         raise CliError(f"--image-size {image_size!r}: expected WIDTHxHEIGHT, e.g. 640x480") from None
     if w <= 0 or h <= 0:
         raise CliError(f"--image-size {image_size!r}: width and height must be positive")
-    return tuple(preprocess([np.zeros((h, w, 3), np.uint8)], process_res=process_res,
-                            process_res_method=method).processed_hw)
+    return processed_hw((h, w), process_res)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -32,6 +32,21 @@ PARAMS: tuple[Param, ...] = (
     Param("weights", "", "official checkpoint folder / model.safetensors, or ours; '' = embedded default"),
     Param("variant", "", "variant name when the checkpoint has no config.json ('' = from the checkpoint)"),
     Param("device", "auto", "torch device: auto (a GPU when there is one), cpu, cuda, cuda:N"),
+    Param("backend", "torch", "how the network runs: 'torch' (eager), 'torch_graph' (the window shape captured "
+          "once: a CUDA graph on a GPU, torch.compile on the CPU; other shapes run eagerly, counted) or "
+          "'onnxruntime' (exported ONNX graphs on ONNX Runtime: CPU, CUDA, TensorRT)",
+          choices=("torch", "torch_graph", "onnxruntime")),
+    Param("precision", "auto", "network precision: 'auto' (bf16 autocast on CUDA, fp32 on the CPU), 'fp32', "
+          "'bf16' (CUDA, or a CPU with native bf16: AVX512-BF16 / AMX; opt-in there) or 'fp16' (CUDA)",
+          choices=("auto", "fp32", "bf16", "fp16")),
+    Param("onnx_model", "", "backend onnxruntime: exported graph(s) (`da3 export --onnx`), a .onnx file or a folder "
+          "of them; '' = export the weights' graph for each new window shape into onnx_cache_dir"),
+    Param("onnx_cache_dir", "", "backend onnxruntime: where graphs exported on demand and TensorRT engines are "
+          "cached ('' = $DA3_CACHE or ~/.cache/da3_ros)"),
+    Param("onnx_providers", "", "backend onnxruntime: comma-separated providers in order (tensorrt, cuda, cpu); "
+          "'' = TensorRT and CUDA when installed (onnxruntime-gpu) on a GPU device, else the CPU"),
+    Param("warm_up_size", "", "camera image size 'WxH' to prepare the network for at start-up (CUDA kernels, graph "
+          "capture, ONNX export, TensorRT engine) so the first window is not slow; '' = on the first window"),
     Param("process_res", 504, "longest image side fed to the network (pixels)", range=(56, 2016)),
     Param("ref_view", "first", "reference view of each window", choices=("first", "middle", "saddle_balanced",
                                                                           "saddle_sim_range")),
@@ -166,6 +181,7 @@ def resource_errors(values: dict[str, Any]) -> list[str]:
         errors.append(f"parameter 'weights' = {values['weights']!r}: no such file or folder; pass an official "
                       "checkpoint folder (model.safetensors + config.json) or model file, or '' for the embedded "
                       "default")
+    errors += _backend_errors(values)
     device = values["device"]
     if not _DEVICE_RE.match(device):
         errors.append(f"parameter 'device' = {device!r} is not a torch device; use auto, cpu, cuda or cuda:N")
@@ -178,6 +194,50 @@ def resource_errors(values: dict[str, Any]) -> list[str]:
             found = f"{n} CUDA device(s)" if n else "no CUDA device"
             errors.append(f"parameter 'device' = {device!r} but this machine has {found} (torch {torch.__version__}); "
                           "use device:=cpu, or device:=auto to take a GPU when there is one")
+    return errors
+
+
+_SIZE_RE = re.compile(r"^\d+x\d+$")
+
+
+def torch_device(device: str) -> str:
+    """The torch device a 'device' parameter means ('auto': cuda when torch sees a GPU, else cpu)."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _backend_errors(values: dict[str, Any]) -> list[str]:
+    """Backend / precision parameters the installation cannot serve."""
+    if values["predictor"] != "da3":
+        return []
+    errors = []
+    if values["warm_up_size"] and not _SIZE_RE.match(values["warm_up_size"]):
+        errors.append(f"parameter 'warm_up_size' = {values['warm_up_size']!r}: expected the camera image size as "
+                      "WIDTHxHEIGHT (e.g. 640x480), or '' to prepare on the first window")
+    if values["backend"] == "onnxruntime":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            errors.append("parameter 'backend' = 'onnxruntime' but onnxruntime is not installed; `pip install "
+                          "onnxruntime` (onnxruntime-gpu for CUDA / TensorRT) or use backend:=torch")
+        model = values["onnx_model"]
+        if model and not Path(model).expanduser().exists():
+            errors.append(f"parameter 'onnx_model' = {model!r}: no such file or folder; export one with `da3 export "
+                          "--onnx ...` or leave it '' to export on demand")
+        if values["precision"] not in ("auto", "fp32"):
+            errors.append(f"parameter 'precision' = {values['precision']!r} with backend onnxruntime: exported "
+                          "graphs run in fp32; use precision:=fp32 (or auto), or backend:=torch for bf16")
+    elif values["precision"] in ("bf16", "fp16") and torch_device(values["device"]) == "cpu":
+        from da3_core.api import cpu_supports_bf16
+
+        if values["precision"] == "fp16" or not cpu_supports_bf16():
+            errors.append(f"parameter 'precision' = {values['precision']!r} on device cpu: "
+                          + ("fp16 needs CUDA" if values["precision"] == "fp16" else
+                             "this CPU has no native bf16 (AVX512-BF16 / AMX), where bf16 is slower than fp32")
+                          + "; use precision:=fp32 (or auto)")
     return errors
 
 

@@ -11,26 +11,52 @@ from da3_core.stream.predictor import DA3Predictor, OraclePredictor
 from da3_core.weights.embedded import EMBEDDED_DEFAULT
 
 
-def load_model(weights: str, variant: str, device: str) -> tuple[Any, str]:
-    """(DA3 model, human-readable source). '' weights: the embedded default, else untrained recipe weights."""
-    import torch
-
+def load_model(weights: str, variant: str, device: str, **backend: Any) -> tuple[Any, str]:
+    """(DA3 model, human-readable source). '' weights: the embedded default, else untrained recipe weights.
+    ``backend``: DA3 keywords (precision, backend, onnx, cache_dir, providers)."""
     from da3_core.api import DA3
+    from da3_ros.params import torch_device
 
-    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    dev = torch_device(device)
     if weights:
-        return DA3.from_pretrained(weights, variant=variant or None, device=dev), f"checkpoint {weights}"
+        return DA3.from_pretrained(weights, variant=variant or None, device=dev, **backend), f"checkpoint {weights}"
     if (EMBEDDED_DEFAULT / "model.safetensors").is_file():
-        return DA3.from_pretrained(EMBEDDED_DEFAULT, device=dev), "embedded default weights"
+        return DA3.from_pretrained(EMBEDDED_DEFAULT, device=dev, **backend), "embedded default weights"
     from da3_core.registry import build_network
     from da3_core.weights.recipe import apply_recipe
 
     name = variant or "da3-small-reduced"
     net = apply_recipe(build_network(name))
-    return DA3.from_network(net, variant=name, device=dev), f"UNTRAINED recipe weights ({name}): outputs are not " \
-                                                            "meaningful; set the 'weights' parameter"
+    return DA3.from_network(net, variant=name, device=dev, **backend), f"UNTRAINED recipe weights ({name}): " \
+                                                                       "outputs are not meaningful; set the " \
+                                                                       "'weights' parameter"
 
 
+def backend_options(values: dict[str, Any]) -> dict[str, Any]:
+    """DA3 keywords from the node's backend parameters."""
+    opts: dict[str, Any] = {"precision": values["precision"], "backend": values["backend"]}
+    if values["backend"] == "onnxruntime":
+        from da3_core.backends import default_cache_dir
+
+        opts.update(onnx=[values["onnx_model"]] if values["onnx_model"] else [],
+                    cache_dir=values["onnx_cache_dir"] or default_cache_dir(),
+                    providers=[p for p in values["onnx_providers"].split(",") if p.strip()] or None)
+    return opts
+
+
+def warm_up(model: Any, values: dict[str, Any], conditioned: bool) -> str:
+    """Prepare the network for the camera size of ``warm_up_size`` (the window the node will run); a log line."""
+    if not values["warm_up_size"]:
+        return ""
+    from da3_core.api import processed_hw
+
+    w, h = (int(v) for v in values["warm_up_size"].split("x"))
+    height, width = processed_hw((h, w), values["process_res"])
+    views = values["window_size"]
+    seconds = model.warm_up(views, height, width, ref_view=values["ref_view"])
+    if conditioned:
+        seconds += model.warm_up(views, height, width, conditioned=True, ref_view=values["ref_view"])
+    return f"warmed up for {views} views of {height}x{width} in {seconds:.1f} s"
 def oracle_truth(spec: str):
     """(truth(frame) -> (depth, w2c, K), description) of a synthetic sequence or robot spec ('robot:...': frames
     are told apart by their camera frame id)."""
@@ -66,7 +92,9 @@ def make_predictor(values: dict[str, Any]) -> tuple[Any, str, str]:
         mode = values["oracle_mode"]
         oracle = OraclePredictor(truth, sky_fn=sky, is_metric=mode == "metric", random_transform=mode == "random_sim3")
         return oracle, f"geometry oracle ({text}, {mode})", "oracle"
-    model, source = load_model(values["weights"], values["variant"], values["device"])
+    model, source = load_model(values["weights"], values["variant"], values["device"], **backend_options(values))
     pred = DA3Predictor(model, process_res=values["process_res"], ref_view=values["ref_view"],
                         use_ray_pose=values["use_ray_pose"])
-    return pred, f"{model!r} from {source}", str(getattr(model, "variant", "") or "")
+    warmed = warm_up(model, values, conditioned=bool(values["pose_source_frame"]))
+    text = f"{model!r} from {source}" + (f"; {warmed}" if warmed else "")
+    return pred, text, str(getattr(model, "variant", "") or "")

@@ -17,6 +17,8 @@ Arguments (all optional):
   use_sim_time use /clock (rosbag replay with --clock)
   rviz         also start RViz with config/reconstruct.rviz
   device       torch device (auto, cpu, cuda)
+  backend      torch, torch_graph or onnxruntime; onnx_model  exported graph(s) for onnxruntime
+  precision    auto, fp32, bf16, fp16; warm_up_size  camera image size WxH to prepare the network for at start-up
   fastdds_profile  Fast DDS profile for the node (config/fastdds_local_large_data.xml: large images, one machine)
   cameras      rig: comma-separated camera namespaces; each camera's input is /<ns>/<image_suffix> and
                /<ns>/<camera_info_suffix>, its outputs <ns>/depth ... ('' = one camera on image / camera_info)
@@ -48,6 +50,11 @@ ARGS = {
     "use_sim_time": ("false", "use /clock, e.g. for rosbag replay with --clock"),
     "rviz": ("false", "start RViz with config/reconstruct.rviz"),
     "device": ("", "torch device: auto, cpu, cuda ('' = from the parameter file)"),
+    "backend": ("", "torch, torch_graph or onnxruntime ('' = from the parameter file)"),
+    "onnx_model": ("", "backend onnxruntime: exported .onnx file or folder ('' = from the parameter file)"),
+    "precision": ("", "auto, fp32, bf16 or fp16 ('' = from the parameter file)"),
+    "warm_up_size": ("", "camera image size WxH to prepare the network for at start-up ('' = from the parameter "
+                         "file)"),
     "fastdds_profile": ("", "Fast DDS XML profile for the node, e.g. config/fastdds_local_large_data.xml "
                             "(large images on one machine)"),
     "cameras": ("", "rig: comma-separated camera namespaces, e.g. cam0,cam1,cam2 ('' = one camera)"),
@@ -59,7 +66,8 @@ ARGS = {
     "tf_mode": ("", "auto, map_to_odom or map_to_camera ('' = from the parameter file)"),
 }
 # launch arguments that override node parameters of the same name when they are not empty
-OVERRIDES = ("weights", "variant", "device", "cameras", "pose_source_frame", "odom_frame", "base_frame", "tf_mode")
+OVERRIDES = ("weights", "variant", "device", "backend", "onnx_model", "precision", "warm_up_size", "cameras",
+             "pose_source_frame", "odom_frame", "base_frame", "tf_mode")
 
 
 def _nodes(context, *_, **__):

@@ -91,7 +91,7 @@ def export_onnx(network: nn.Module, spec: GraphSpec, path: str | Path, variant: 
     path.parent.mkdir(parents=True, exist_ok=True)
     quiet = logging.getLogger("onnxscript")
     level = quiet.level
-    quiet.setLevel(logging.WARNING)  # the optimizer's per-node notes
+    quiet.setLevel(logging.ERROR)  # the optimizer's per-node notes
     try:  # the exporter prints its progress and warns about tracing details: keep the caller's output clean
         with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")

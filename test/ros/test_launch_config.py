@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from da3_ros.params import BY_NAME, PARAMS, parameter_yaml, validate
+from da3_ros.params import BY_NAME, PARAMS, parameter_yaml, resource_errors, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,6 +41,27 @@ def test_validation_names_the_parameter_and_its_range():
     assert any("'overlap'" in e and "window_size" in e for e in validate({**values, "window_size": 4, "overlap": 4}))
     assert any("'ref_view'" in e for e in validate({**values, "ref_view": "last"}))
     assert any("'voxel_size'" in e for e in validate({**values, "voxel_size": -1.0}))
+
+
+def test_backend_and_precision_the_machine_cannot_serve_are_named(tmp_path, monkeypatch):
+    values = {p.name: p.default for p in PARAMS}
+    assert any("'backend'" in e for e in validate({**values, "backend": "tensorrt"}))
+
+    def errors(**kw):
+        return resource_errors({**values, "device": "cpu", **kw})
+
+    assert errors(backend="onnxruntime", onnx_cache_dir=str(tmp_path)) == []
+    assert any("'onnx_model'" in e and "da3 export --onnx" in e
+               for e in errors(backend="onnxruntime", onnx_model=str(tmp_path / "no.onnx")))
+    assert any("'precision'" in e and "fp32" in e for e in errors(backend="onnxruntime", precision="bf16"))
+    assert any("'warm_up_size'" in e and "WIDTHxHEIGHT" in e for e in errors(warm_up_size="640*480"))
+    assert any("'precision'" in e and "CUDA" in e for e in errors(precision="fp16"))
+    import da3_core.api
+
+    monkeypatch.setattr(da3_core.api, "cpu_supports_bf16", lambda: False)
+    assert any("'precision'" in e and "native bf16" in e for e in errors(precision="bf16"))
+    monkeypatch.setattr(da3_core.api, "cpu_supports_bf16", lambda: True)
+    assert errors(precision="bf16") == []
 
 
 def test_rviz_config_shows_depth_map_tf_and_path_in_the_map_frame():

@@ -43,6 +43,7 @@ from node_helpers import (
     stamp_ns,
 )
 
+from da3_core.api import processed_hw
 from da3_core.data.synthetic.sequence import SyntheticSequence
 from da3_ros.conversions import image_msg_to_array
 from da3_ros.pointcloud import pointcloud2_to_points
@@ -322,12 +323,15 @@ def test_use_sim_time_and_sigint(ros_env, tmp_path):
 TINY_SPEC = "kind=objects,seed=1,frames=7,size=168x126"
 
 
-def test_tiny_network_runs_whole_path(ros_env, tmp_path):
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_tiny_network_runs_whole_path(ros_env, tmp_path, backend):
     seq = SyntheticSequence.from_spec(TINY_SPEC)
     stamps = [seq.stamp_ns(i) for i in range(len(seq))]
     params = {"predictor": "da3", "process_res": 140, "device": "cpu", "window_size": 4, "overlap": 1,
               "input_qos": "reliable", "diagnostics_rate_hz": 5.0, "map_publish_rate_hz": 5.0,
               "max_pending_windows": 16}
+    if backend == "onnxruntime":  # the graph of the camera's window is exported at start-up into the cache
+        params.update(backend="onnxruntime", onnx_cache_dir=str(tmp_path / "onnx"), warm_up_size="168x126")
     with collector(ros_env) as col, ros_process(NODE_MODULE, ros_env, tmp_path, "node", params=params) as node:
         wait_node_ready(col, node, timeout=90.0)
         with ros_process(CAMERA_MODULE, ros_env, tmp_path, "camera",
@@ -340,6 +344,11 @@ def test_tiny_network_runs_whole_path(ros_env, tmp_path):
         stop_cleanly(node, signal.SIGTERM, timeout=20.0)
     # no weights parameter: the embedded default (or untrained recipe weights when it is absent), said in the log
     assert "embedded default weights" in node.stderr() or "UNTRAINED" in node.stderr(), node.stderr()
+    if backend == "onnxruntime":  # warmed up at start for the camera's window: one graph, no export later
+        h, w = processed_hw((126, 168), 140)
+        assert "backend='onnxruntime'" in node.stderr() and f"warmed up for 4 views of {h}x{w}" in node.stderr()
+        graphs = [p.name for p in (tmp_path / "onnx").glob("*.onnx")]
+        assert len(graphs) == 1 and f"-4x{h}x{w}-free-first-" in graphs[0], graphs
     depth = col.get("depth")
     for msg in depth:
         assert (msg.encoding, msg.height, msg.width) == ("32FC1", 126, 168)
