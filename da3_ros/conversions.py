@@ -9,6 +9,7 @@ poses are OpenCV optical-frame camera-to-world (4, 4) matrices, turned into xyzw
 from __future__ import annotations
 
 import array
+import bisect
 import sys
 
 import numpy as np
@@ -23,7 +24,7 @@ from da3_core.stream.frame import MAX_SIDE, FrameError, check_image_size, check_
 
 __all__ = ["ConversionError", "ENCODINGS", "image_to_rgb", "compressed_to_rgb", "camera_info_to_K",
            "depth_to_image_msg", "conf_to_image_msg", "make_camera_info", "stamp_to_ns", "ns_to_stamp",
-           "c2w_to_pose", "c2w_to_pose_stamped", "c2w_to_transform", "make_path", "image_msg_to_array",
+           "c2w_to_pose", "c2w_to_pose_stamped", "c2w_to_transform", "make_path", "PathTrail", "image_msg_to_array",
            "window_result_msg", "drift_report_msg"]
 
 # encoding -> (channels, channel order to get RGB)
@@ -152,35 +153,45 @@ def image_msg_to_array(msg: Image) -> np.ndarray:
     return np.ascontiguousarray(rows).view(dt).astype(np.float32)
 
 
-def _float_image(values: np.ndarray, header: Header) -> Image:
-    h, w = values.shape
-    msg = Image(header=header, height=h, width=w, encoding="32FC1", is_bigendian=sys.byteorder == "big",
-                step=4 * w)
-    data = array.array("B")
-    data.frombytes(np.ascontiguousarray(values, dtype=np.float32).reshape(-1).view(np.uint8))
+def _float_buffer(h: int, w: int) -> tuple[array.array, np.ndarray]:
+    """A message data buffer for an (H, W) float32 image and a writable view of it: pixels are written straight into
+    the buffer (no intermediate copy)."""
+    data = array.array("B", bytes(1)) * (4 * h * w)
+    return data, np.frombuffer(data, dtype=np.float32).reshape(h, w)
+
+
+def _float_image(data: array.array, h: int, w: int, header: Header) -> Image:
+    # check_fields: the data setter then keeps the array.array as it is (without it, rclpy copies it)
+    msg = Image(header=header, height=h, width=w, encoding="32FC1", is_bigendian=sys.byteorder == "big", step=4 * w,
+                check_fields=True)
     msg.data = data
     return msg
 
 
 def depth_to_image_msg(depth: np.ndarray, header: Header, invalid: np.ndarray | None = None) -> Image:
     """(H, W) depth -> 32FC1 Image (REP-118): non-finite, non-positive and ``invalid`` (e.g. sky) pixels -> NaN."""
-    d = np.array(depth, dtype=np.float32)  # copy
+    d = np.asarray(depth)
     if d.ndim != 2:
         raise ConversionError("bad_depth_shape", f"depth must be (H, W), got {d.shape}")
+    data, out = _float_buffer(*d.shape)
+    np.copyto(out, d, casting="unsafe")
     with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(d) | (d <= 0)
+        bad = out <= 0  # NaN compares False and stays NaN
+        bad |= out == np.inf
     if invalid is not None:
         bad |= np.asarray(invalid, dtype=bool)
-    d[bad] = np.nan
-    return _float_image(d, header)
+    out[bad] = np.nan
+    return _float_image(data, *d.shape, header)
 
 
 def conf_to_image_msg(conf: np.ndarray, header: Header) -> Image:
     """(H, W) confidence -> 32FC1 Image (values as they are; NaN where unknown)."""
-    c = np.asarray(conf, dtype=np.float32)
+    c = np.asarray(conf)
     if c.ndim != 2:
         raise ConversionError("bad_conf_shape", f"conf must be (H, W), got {c.shape}")
-    return _float_image(c, header)
+    data, out = _float_buffer(*c.shape)
+    np.copyto(out, c, casting="unsafe")
+    return _float_image(data, *c.shape, header)
 
 
 def make_camera_info(K: np.ndarray, width: int, height: int, header: Header) -> CameraInfo:
@@ -244,6 +255,50 @@ def make_path(stamps_ns, c2w: np.ndarray, frame_id: str) -> Path:
              for s, P in zip(stamps_ns, c2w)]
     last = int(stamps_ns[-1]) if len(poses) else 0
     return Path(header=Header(stamp=ns_to_stamp(last), frame_id=frame_id), poses=poses)
+
+
+class PathTrail:
+    """nav_msgs/Path of a growing trajectory without rebuilding it: PoseStamped messages are kept as they are
+    published (``add``) and ``message`` lists them (at most ``max_poses``, thinned evenly over the whole path when it
+    is longer, the newest always included), so a long run does not make each path message slower to build."""
+
+    def __init__(self, frame_id: str, max_poses: int = 0):
+        self.frame_id, self.max_poses = frame_id, int(max_poses)
+        self.child = ""
+        self._poses: list[PoseStamped] = []
+        self._stamps: list[int] = []
+
+    def clear(self) -> None:
+        self._poses, self._stamps = [], []
+
+    def __len__(self) -> int:
+        return len(self._poses)
+
+    def add(self, child: str, poses: list[tuple[int, PoseStamped]]) -> None:
+        """Poses ``[(stamp_ns, PoseStamped)]`` of frame ``child`` (another child starts a new path); a stamp already
+        in the path replaces its pose."""
+        if poses and child != self.child:
+            self.clear()
+            self.child = child
+        for stamp, msg in poses:
+            if not self._stamps or stamp > self._stamps[-1]:
+                self._stamps.append(stamp)
+                self._poses.append(msg)
+                continue
+            i = bisect.bisect_left(self._stamps, stamp)
+            if i < len(self._stamps) and self._stamps[i] == stamp:
+                self._poses[i] = msg
+            else:
+                self._stamps.insert(i, stamp)
+                self._poses.insert(i, msg)
+
+    def message(self) -> Path:
+        poses = self._poses
+        if self.max_poses and len(poses) > self.max_poses:
+            step = -(-len(poses) // self.max_poses)
+            poses = poses[-1::-step][::-1]  # every step-th, counted back from the newest
+        last = self._stamps[-1] if self._stamps else 0
+        return Path(header=Header(stamp=ns_to_stamp(last), frame_id=self.frame_id), poses=list(poses))
 
 
 def window_result_msg(res, header: Header, variant: str, now_ns: int, frames_dropped: int):

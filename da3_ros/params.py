@@ -115,6 +115,11 @@ PARAMS: tuple[Param, ...] = (
     Param("cloud_conf_percentile", 30.0, "window cloud keeps pixels above this confidence percentile",
           range=(0.0, 100.0)),
     Param("cloud_stride", 2, "pixel stride of the window cloud", range=(1, 16)),
+    Param("path_max_poses", 2000, "most poses in a 'path' message: a longer path is thinned evenly (the newest pose "
+          "always in it; 0 = every pose); the full trajectory is in save_map's trajectory.tum", range=(0, 1_000_000)),
+    Param("executor", "events", "rclpy executor for subscriptions, timers and services: 'events' (rclpy's C++ events "
+          "executor, least Python per message; single-threaded where this rclpy lacks it), 'single_threaded' or "
+          "'multi_threaded'", choices=("events", "single_threaded", "multi_threaded")),
     Param("diagnostics_rate_hz", 1.0, "diagnostics publish rate (Hz)", range=(0.1, 10.0), read_only=False),
     Param("save_map_root", "", "~/save_map writes only below this folder (requests are relative to it; paths that "
           "resolve outside it are refused); '' = $ROS_HOME/da3_maps (~/.ros/da3_maps)"),

@@ -61,7 +61,8 @@ def points_to_pointcloud2(xyz: np.ndarray, rgb: np.ndarray | None, header: Heade
         if n:
             np.compress(finite, tmp.view(np.complex128).reshape(-1), out=np.frombuffer(data, dtype=np.complex128))
     msg = PointCloud2(header=header, height=1, width=n, fields=FIELDS, is_bigendian=not _LITTLE,
-                      point_step=POINT_STEP, row_step=POINT_STEP * n, is_dense=True)
+                      point_step=POINT_STEP, row_step=POINT_STEP * n, is_dense=True,
+                      check_fields=True)  # the data setter then keeps the buffer (without it, rclpy copies it)
     msg.data = data
     return msg
 

@@ -43,7 +43,7 @@ from nav_msgs.msg import Path as PathMsg
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
@@ -56,9 +56,9 @@ from da3_core.stream.pipeline import StreamPipeline, WindowResult
 from da3_core.stream.tf_tree import MapTfPlanner, TfOutputs
 from da3_ros.camera_io import CameraIO
 from da3_ros.conversions import (
+    PathTrail,
     c2w_to_pose_stamped,
     drift_report_msg,
-    make_path,
     ns_to_stamp,
     window_result_msg,
 )
@@ -135,6 +135,8 @@ class ReconstructNode(Node):
         # a window delivers up to window_size - overlap frames in one burst: a shallower reliable history would drop
         # the oldest of them before a subscriber acknowledged them
         out, self.map_frame = _qos(True, max(5, v["window_size"])), v["map_frame"]
+        self.path = PathTrail(self.map_frame, v["path_max_poses"])
+        self._map_revision = -1
         self.pub_pose = self.create_publisher(PoseStamped, "pose", _qos(True, max(10, v["window_size"])))
         self.pub_path = self.create_publisher(PathMsg, "path", _qos(True, 1, latched=True))
         self.pub_window_cloud = self.create_publisher(PointCloud2, "window_cloud", _qos(True, 2))
@@ -249,20 +251,23 @@ class ReconstructNode(Node):
                 self._latency.append(latency / 1e9)
         if new:
             plan = self._plan_tf(new)
-            for stamp, T in plan.poses:
-                self._publish(self.pub_pose, c2w_to_pose_stamped(T, Header(stamp=ns_to_stamp(stamp),
-                                                                           frame_id=self.map_frame)))
+            poses = [(stamp, c2w_to_pose_stamped(T, Header(stamp=ns_to_stamp(stamp), frame_id=self.map_frame)))
+                     for stamp, T in plan.poses]
+            for _, msg in poses:
+                self._publish(self.pub_pose, msg)
             if self.values["publish_tf"] and plan.transforms:
                 self._publish(self.pub_tf, transform_msgs(plan.transforms))
-            with self._tf_lock:
-                stamps, poses = self.tf_plan.trajectory()
             last = Header(stamp=ns_to_stamp(new[-1].stamp_ns), frame_id=self.map_frame)
             if len(res.points):
                 self._publish(self.pub_window_cloud, points_to_pointcloud2(res.points, res.colors, last))
-            self._publish(self.pub_path, make_path(stamps, poses, self.map_frame))
-            dropped = int(self.pipeline.stats().get("worker_dropped", 0))
+            with self._tf_lock:  # the path of the first camera's poses, as the TF planner records it
+                self.path.add(plan.pose_child, poses)
+                path = self.path.message()
+            self._publish(self.pub_path, path)
+            worker = self.pipeline.worker
             self._publish(self.pub_window, window_result_msg(res, last, self.variant,
-                                                             self.get_clock().now().nanoseconds, dropped))
+                                                             self.get_clock().now().nanoseconds,
+                                                             worker.dropped if worker is not None else 0))
         if res.drift is not None:
             self._publish(self.pub_drift, drift_report_msg(res.drift, new[0].frame_id if new else ""))
         with self._lock:
@@ -301,6 +306,10 @@ class ReconstructNode(Node):
                                 f"{type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
 
     def _publish_map(self) -> None:
+        revision = self.pipeline.map_revision()
+        if revision == self._map_revision:  # unchanged since the last publish (the topic is latched)
+            return
+        self._map_revision = revision
         pts, cols = self.pipeline.map_snapshot()
         if len(pts):
             header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.map_frame)
@@ -347,6 +356,7 @@ class ReconstructNode(Node):
         self.pipeline.reset()
         with self._tf_lock:
             self.tf_plan.reset()
+            self.path.clear()
         response.success, response.message = True, "window, chain, map and trajectory cleared"
         return response
 
@@ -384,15 +394,37 @@ class ReconstructNode(Node):
             print(f"[reconstruct] shutting down: {summary}", file=sys.stderr, flush=True)
 
 
+def make_executor(kind: str):
+    """The node's executor: rclpy's C++ events executor (least Python per callback) where this rclpy has it, else a
+    single- or multi-threaded one. Inference and publishing run in the pipeline's worker thread either way."""
+    if kind == "events":
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError:  # an rclpy without it (before Jazzy): the single-threaded executor does the same job
+            return SingleThreadedExecutor()
+        return EventsExecutor()
+    return SingleThreadedExecutor() if kind == "single_threaded" else MultiThreadedExecutor(num_threads=2)
+
+
+def spin(executor, context) -> None:
+    """Run callbacks until shutdown. The events executor is driven by ``spin_once``: its ``spin()`` in the pip Kilted
+    wheels (rclpy 9.1.2) busy-loops at 100 % CPU without ever running a timer."""
+    if isinstance(executor, (SingleThreadedExecutor, MultiThreadedExecutor)):
+        executor.spin()
+        return
+    while context.ok():
+        executor.spin_once(timeout_sec=0.2)
+
+
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     node = None
     code = 0
     try:
         node = ReconstructNode()
-        executor = MultiThreadedExecutor(num_threads=2)
+        executor = make_executor(node.values["executor"])
         executor.add_node(node)
-        executor.spin()
+        spin(executor, node.context)
     except ParameterError as exc:
         print(f"[reconstruct] invalid parameters: {exc}", file=sys.stderr)
         code = 2

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from da3_core.geometry.rigid import invert_rigid
-from da3_core.stream.chaining import ChainedFrame, ChainResult, WindowChainer, unproject_pixels_as
+from da3_core.stream.chaining import ChainedFrame, ChainResult, WindowChainer
+from da3_core.stream.cloud import CloudBuilder
 from da3_core.stream.drift import DriftMonitor, DriftSample
 from da3_core.stream.frame import Frame, FrameError, validate_frame
 from da3_core.stream.predictor import Predictor, WindowPrediction
@@ -78,7 +79,7 @@ class WindowResult:
     """Output of one window. ``frames``: every frame of the window (``is_new`` marks those not delivered before);
     ``points`` (M, 3) float32 map frame / ``colors`` (M, 3) uint8: confidence-filtered cloud of the new frames;
     ``transform`` (4, 4) window -> map Sim(3); ``timings`` seconds (predict_s, chain_s, cloud_s, map_s, total_s,
-    overhead_s = total - predict)."""
+    overhead_s = total - predict; ``*_cpu_s``: the thread's CPU time of chaining, cloud, map and all but predict)."""
 
     window_index: int
     frames: list[ChainedFrame]
@@ -125,6 +126,8 @@ class StreamPipeline:
                                      conf_percentile=cfg.chain_conf_percentile, robust=cfg.chain_robust,
                                      seed=cfg.seed, origin=cfg.map_origin)
         self.map: VoxelMap | None = None if cfg.voxel_size is None else VoxelMap(cfg.voxel_size, cfg.map_max_points)
+        self.cloud = CloudBuilder(cfg.cloud_stride, cfg.map_stride, cfg.cloud_conf_percentile, cfg.cloud_conf_threshold,
+                                  cfg.cloud_max_points, cfg.drop_sky, cfg.seed)
         self.drift = DriftMonitor(cfg.drift_min_distance_m, cfg.drift_reference_windows)
         self.rig_scale: float | None = None  # metres per network unit of the last window aligned to a rig
         self.counts: Counter[str] = Counter()
@@ -216,27 +219,34 @@ class StreamPipeline:
 
     def run_window(self, window: Window) -> WindowResult | None:
         """Predict, chain, build the cloud, update map and trajectory. None if a reset happened meanwhile."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         with self._lock:
             epoch = self._epoch
             window, rebased = self._rebase(window)
-        pred = self._to_rig(window, self.predictor.predict(window.frames))
+        c_pred = time.thread_time()
+        pred = self.predictor.predict(window.frames)
+        c_pred = time.thread_time() - c_pred
+        pred = self._to_rig(window, pred)
         with self._lock:
             if epoch != self._epoch:
                 self.counts["stale_windows"] += 1
                 return None
+            c_chain = time.thread_time()
             chain = self.chainer.add(window.frames, pred, window.n_overlap)
             if self.is_metric is None:
                 self.is_metric = chain.is_metric
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.thread_time()
             new = [(f, cf) for f, cf in zip(window.frames, chain.frames) if cf.is_new]
-            pts, cols, wts, on_map = self._cloud(new, window.index)
-            t2 = time.perf_counter()
+            cloud = self.cloud.build([cf.depth for _, cf in new], [cf.conf for _, cf in new],
+                                     [cf.sky for _, cf in new], [f.rgb for f, _ in new], [cf.K for _, cf in new],
+                                     [cf.c2w for _, cf in new], window.index)
+            t2, c2 = time.perf_counter(), time.thread_time()
             if chain.chained or self.cfg.insert_unchained:
                 if self.map is None:
                     self.map = VoxelMap(self._auto_voxel(chain.frames), self.cfg.map_max_points)
-                self.map.insert(pts[on_map], cols[on_map], wts[on_map])
-            t3 = time.perf_counter()
+                on_map = cloud.on_map
+                self.map.insert(cloud.points[on_map], cloud.colors[on_map], cloud.weights[on_map])
+            t3, c3 = time.perf_counter(), time.thread_time()
             for _, cf in new:
                 if cf.camera == 0:  # the trajectory is of the first (or only) camera
                     self._trajectory[cf.stamp_ns] = cf.c2w
@@ -249,9 +259,11 @@ class StreamPipeline:
             self.counts["rebased"] += int(rebased)
         timings = dict(pred.timings)
         timings.update(chain.timings)
-        timings.update(cloud_s=t2 - t1, map_s=t3 - t2, total_s=time.perf_counter() - t0)
+        timings.update(cloud_s=t2 - t1, map_s=t3 - t2, total_s=time.perf_counter() - t0, chain_cpu_s=c1 - c_chain,
+                       cloud_cpu_s=c2 - c1, map_cpu_s=c3 - c2)
         timings["overhead_s"] = timings["total_s"] - timings.get("predict_s", 0.0)
-        return WindowResult(window_index=window.index, frames=chain.frames, points=pts, colors=cols,
+        timings["overhead_cpu_s"] = time.thread_time() - c0 - c_pred  # this thread's CPU outside predict
+        return WindowResult(window_index=window.index, frames=chain.frames, points=cloud.points, colors=cloud.colors,
                             scale=chain.scale, transform=chain.transform, residual=chain.residual,
                             residual_rel=chain.residual_rel, n_correspondences=chain.n_correspondences,
                             method=chain.method, chained=chain.chained, is_metric=chain.is_metric, rebased=rebased,
@@ -292,47 +304,6 @@ class StreamPipeline:
             med = float(np.nanmedian(np.stack([f.depth for f in frames])))
         return 0.01 * med if np.isfinite(med) and med > 0 else 0.05
 
-    def _cloud(self, new: list[tuple[Frame, ChainedFrame]], window_index: int):
-        """Confidence-filtered, subsampled map-frame points of the new frames: (pts f32, cols u8, weights f64,
-        on_map bool: the points on the coarser ``map_stride`` grid that go into the voxel map)."""
-        cfg = self.cfg
-        st = max(1, int(cfg.cloud_stride))
-        ms = st * max(1, -(-int(cfg.map_stride) // st))  # map stride: a multiple of the cloud stride
-        masks, confs = [], []
-        for _, cf in new:
-            d, c = cf.depth[::st, ::st], cf.conf[::st, ::st]
-            with np.errstate(invalid="ignore"):
-                m = np.isfinite(d) & (d > 0) & np.isfinite(c)
-            if cfg.drop_sky and cf.sky is not None:
-                m &= ~cf.sky[::st, ::st]
-            masks.append(m)
-            confs.append(c[m])
-        allc = np.concatenate(confs) if confs else np.zeros(0, np.float32)
-        thr = None
-        if cfg.cloud_conf_threshold is not None:
-            thr = cfg.cloud_conf_threshold
-        elif cfg.cloud_conf_percentile is not None and allc.size:
-            sample = allc[:: max(1, allc.size // 50_000)]  # the percentile of an even subsample is plenty
-            thr = float(np.percentile(sample, cfg.cloud_conf_percentile))
-        pts, cols, wts, grid = [], [], [], []
-        for (f, cf), m in zip(new, masks):
-            if thr is not None:
-                m = m & (cf.conf[::st, ::st] >= thr)
-            r, c = np.nonzero(m)
-            r, c = r * st, c * st
-            pts.append(unproject_pixels_as(np.float32, cf.depth, cf.K, cf.c2w, r, c))
-            cols.append(f.rgb[r, c])
-            wts.append(cf.conf[r, c].astype(np.float64))
-            grid.append((r % ms == 0) & (c % ms == 0))
-        if not pts:
-            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0), np.zeros(0, bool)
-        P, C, W, G = np.concatenate(pts), np.concatenate(cols), np.concatenate(wts), np.concatenate(grid)
-        if cfg.cloud_max_points is not None and len(P) > cfg.cloud_max_points:
-            rng = np.random.default_rng(cfg.seed + window_index)
-            idx = np.sort(rng.choice(len(P), size=int(cfg.cloud_max_points), replace=False))
-            P, C, W, G = P[idx], C[idx], W[idx], G[idx]
-        return P.astype(np.float32), np.ascontiguousarray(C, dtype=np.uint8), W, G
-
     # --- state access (thread-safe) -------------------------------------------------------------------------------
 
     def reset(self) -> None:
@@ -352,6 +323,11 @@ class StreamPipeline:
             self.is_metric = None
             self.drift.reset()
             self.counts["resets"] += 1
+
+    def map_revision(self) -> int:
+        """Changes whenever the map does (inserts, reset): publish the map only when it moved on."""
+        with self._lock:
+            return self._epoch * 1_000_000_007 + (0 if self.map is None else self.map.revision)
 
     def map_snapshot(self) -> tuple[np.ndarray, np.ndarray]:
         """(points (M, 3) float32, colors (M, 3) uint8) of the accumulated map."""

@@ -6,7 +6,9 @@ ones are dropped first (lowest weight among equally old ones).
 
 Keys: voxel indices ``floor(p / voxel_size)`` packed into one int64 (21 bits per axis, offset 2^20), so the map
 spans +-2^20 voxels per axis (+-52 km at 5 cm); points beyond are ignored and counted in ``n_out_of_range``.
-The state is kept sorted by key; an insert costs O(N log N) for the N new points plus O(M) to merge.
+The state is kept sorted by key, the sums of each voxel in one (M, 8) row (x, y, z, r, g, b weighted sums, weight,
+tick); an insert sorts the N new points once (O(N log N)), sums them per voxel with ``reduceat`` and merges with one
+row insert (O(M) memory moves).
 """
 
 from __future__ import annotations
@@ -40,11 +42,9 @@ class VoxelMap:
 
     def clear(self) -> None:
         self._keys = np.zeros(0, np.int64)
-        self._xyz = np.zeros((0, 3), np.float64)  # weighted sums
-        self._rgb = np.zeros((0, 3), np.float64)
-        self._w = np.zeros(0, np.float64)
-        self._tick = np.zeros(0, np.int64)
+        self._rows = np.zeros((0, 8), np.float64)  # weighted sums x y z r g b, weight, tick
         self._counter = 0
+        self.revision = getattr(self, "revision", 0) + 1  # never repeats: changes with every insert and clear
         self.n_out_of_range = 0
         self.n_evicted = 0
 
@@ -56,66 +56,69 @@ class VoxelMap:
 
         Non-finite points and non-positive weights are ignored. Returns the number of voxels afterwards.
         """
-        pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-        cols = np.full(pts.shape, 200.0) if colors is None else np.asarray(colors, dtype=np.float64).reshape(-1, 3)
-        w = np.ones(len(pts)) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
-        if cols.shape != pts.shape or w.shape != (len(pts),):
+        pts = np.asarray(points).reshape(-1, 3)
+        n = len(pts)
+        cols = np.full((n, 3), 200.0) if colors is None else np.asarray(colors).reshape(-1, 3)
+        w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+        if cols.shape != pts.shape or w.shape != (n,):
             raise ValueError(f"insert: points {pts.shape}, colors {cols.shape}, weights {w.shape} do not match")
-        ok = np.all(np.isfinite(pts), axis=1) & np.isfinite(w) & (w > 0)
-        idx = np.floor(pts[ok] / self.voxel_size)
-        inside = np.all((idx >= -_OFFSET) & (idx < _OFFSET), axis=1)
-        self.n_out_of_range += int((~inside).sum())
-        sel = np.flatnonzero(ok)[inside]
+        idx = np.floor(pts.astype(np.float64) / self.voxel_size)  # NaN / inf stay non-finite
+        with np.errstate(invalid="ignore"):
+            inside = np.all((idx >= -_OFFSET) & (idx < _OFFSET), axis=1)  # False for non-finite coordinates
+            ok = (w > 0) & (w < np.inf)
+        self.n_out_of_range += int(np.count_nonzero(~inside & ok & np.isfinite(pts).all(axis=1)))
+        sel = np.flatnonzero(inside & ok)
         if sel.size == 0:
             return len(self)
         self._counter += 1
-        keys = _pack(idx[inside].astype(np.int64))
+        self.revision += 1
+        keys = _pack(idx[sel].astype(np.int64))
+        order = np.argsort(keys)  # deterministic for given input; sums within a voxel follow this order
+        keys, sel = keys[order], sel[order]
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        ukeys = keys[starts]
         wk = w[sel]
-        ukeys, inv = np.unique(keys, return_inverse=True)
-        n = len(ukeys)
-        sw = np.bincount(inv, weights=wk, minlength=n)
-        sxyz = np.stack([np.bincount(inv, weights=wk * pts[sel, j], minlength=n) for j in range(3)], axis=1)
-        srgb = np.stack([np.bincount(inv, weights=wk * cols[sel, j], minlength=n) for j in range(3)], axis=1)
+        vals = np.empty((sel.size, 7), np.float64)  # weighted x y z r g b, weight
+        np.multiply(pts[sel], wk[:, None], out=vals[:, :3])
+        np.multiply(cols[sel], wk[:, None], out=vals[:, 3:6])
+        vals[:, 6] = wk
+        sums = np.add.reduceat(vals, starts, axis=0)
         # merge with the sorted state
         pos = np.searchsorted(self._keys, ukeys)
-        hit = np.zeros(n, bool)
+        hit = np.zeros(len(ukeys), bool)
         inb = pos < len(self._keys)
         hit[inb] = self._keys[pos[inb]] == ukeys[inb]
         hp = pos[hit]
-        self._xyz[hp] += sxyz[hit]
-        self._rgb[hp] += srgb[hit]
-        self._w[hp] += sw[hit]
-        self._tick[hp] = self._counter
+        self._rows[hp, :7] += sums[hit]
+        self._rows[hp, 7] = self._counter
         miss = ~hit
         if miss.any():
-            ins = pos[miss]
-            self._keys = np.insert(self._keys, ins, ukeys[miss])
-            self._xyz = np.insert(self._xyz, ins, sxyz[miss], axis=0)
-            self._rgb = np.insert(self._rgb, ins, srgb[miss], axis=0)
-            self._w = np.insert(self._w, ins, sw[miss])
-            self._tick = np.insert(self._tick, ins, np.full(int(miss.sum()), self._counter, np.int64))
+            new_rows = np.empty((int(miss.sum()), 8), np.float64)
+            new_rows[:, :7] = sums[miss]
+            new_rows[:, 7] = self._counter
+            self._keys = np.insert(self._keys, pos[miss], ukeys[miss])
+            self._rows = np.insert(self._rows, pos[miss], new_rows, axis=0)
         if len(self._keys) > self.max_points:
             self._evict()
         return len(self)
 
     def _evict(self) -> None:
-        order = np.lexsort((-self._w, -self._tick))  # newest first, then heaviest
+        order = np.lexsort((-self._rows[:, 6], -self._rows[:, 7]))  # newest first, then heaviest
         keep = np.sort(order[: self.max_points])  # sorted positions keep the key order
         self.n_evicted += len(self._keys) - len(keep)
-        self._keys, self._xyz, self._rgb = self._keys[keep], self._xyz[keep], self._rgb[keep]
-        self._w, self._tick = self._w[keep], self._tick[keep]
+        self._keys, self._rows = self._keys[keep], self._rows[keep]
 
     def points(self) -> np.ndarray:
         """(M, 3) float32 weighted mean position per voxel (key order)."""
-        return (self._xyz / self._w[:, None]).astype(np.float32)
+        return (self._rows[:, :3] / self._rows[:, 6:7]).astype(np.float32)
 
     def colors(self) -> np.ndarray:
         """(M, 3) uint8 weighted mean colour per voxel."""
-        return np.clip(np.rint(self._rgb / self._w[:, None]), 0, 255).astype(np.uint8)
+        return np.clip(np.rint(self._rows[:, 3:6] / self._rows[:, 6:7]), 0, 255).astype(np.uint8)
 
     def weights(self) -> np.ndarray:
         """(M,) float64 accumulated weight per voxel."""
-        return self._w.copy()
+        return self._rows[:, 6].copy()
 
     def save_ply(self, path: str | Path) -> Path:
         """Binary little-endian PLY (x y z float32, red green blue uint8) via :func:`da3_core.export.write_ply`."""

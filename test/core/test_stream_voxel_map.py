@@ -60,3 +60,23 @@ def test_out_of_range_and_clear(tmp_path):
     assert len(vm) == 0 and vm.points().shape == (0, 3)
     with pytest.raises(ValueError):
         VoxelMap(0.0)
+
+
+def test_revision_changes_with_every_change_only():
+    """The map is re-published only when its revision moved: every insert that adds points and every clear move
+    it, an insert of nothing valid does not."""
+    m = VoxelMap(0.1)
+    seen = {m.revision}
+    m.insert(np.array([[0.0, 0.0, 0.0]]))
+    assert m.revision not in seen
+    seen.add(m.revision)
+    r = m.revision
+    m.insert(np.array([[np.nan, 0.0, 0.0]]))
+    m.insert(np.zeros((0, 3)))
+    m.insert(np.array([[0.0, 0.0, 0.0]]), weights=np.array([0.0]))
+    assert m.revision == r
+    m.insert(np.array([[0.01, 0.0, 0.0]]))  # same voxel: the map still changed (its mean moved)
+    assert m.revision not in seen
+    seen.add(m.revision)
+    m.clear()
+    assert m.revision not in seen

@@ -13,6 +13,7 @@ from std_msgs.msg import Header  # noqa: E402
 from da3_core.stream.frame import FrameError  # noqa: E402
 from da3_ros.conversions import (  # noqa: E402
     ConversionError,
+    PathTrail,
     c2w_to_pose,
     c2w_to_transform,
     camera_info_to_K,
@@ -120,6 +121,11 @@ def test_depth_and_conf_messages():
     np.testing.assert_array_equal(image_msg_to_array(conf), np.arange(6).reshape(2, 3))
     with pytest.raises(ConversionError):
         depth_to_image_msg(np.zeros(3), Header())
+    # the message owns its pixels (written straight into its buffer): later changes to the input do not reach it
+    src = np.full((2, 3), 2.0)  # float64 in, 32FC1 out
+    msg = depth_to_image_msg(src, Header())
+    src[:] = 7.0
+    np.testing.assert_array_equal(image_msg_to_array(msg), np.full((2, 3), 2.0, np.float32))
 
 
 def test_pose_transform_path():
@@ -141,3 +147,35 @@ def test_pose_transform_path():
     with pytest.raises(ConversionError) as exc:
         c2w_to_pose(bad)
     assert exc.value.reason == "nonfinite_pose"
+
+
+def test_path_trail_equals_make_path_and_thins():
+    """PathTrail (poses kept as published) against make_path built from the whole trajectory."""
+    rng = np.random.default_rng(1)
+    c2w = np.tile(np.eye(4), (10, 1, 1))
+    c2w[:, :3, 3] = rng.normal(size=(10, 3))
+    stamps = [1000 * (i + 1) for i in range(10)]
+
+    def pose(i):
+        return stamps[i], make_path([stamps[i]], c2w[i:i + 1], "map").poses[0]
+
+    trail = PathTrail("map")
+    trail.add("base_link", [pose(i) for i in (0, 1, 2, 5, 6)])
+    trail.add("base_link", [pose(i) for i in (3, 4, 7, 8, 9)])  # out of order: inserted by stamp
+    moved = c2w.copy()
+    moved[4, :3, 3] += 1.0
+    trail.add("base_link", [(stamps[4], make_path([stamps[4]], moved[4:5], "map").poses[0])])  # replaces stamp 4
+    ref = make_path(stamps, moved, "map")
+    got = trail.message()
+    assert stamp_to_ns(got.header.stamp) == stamp_to_ns(ref.header.stamp) and len(got.poses) == 10
+    for a, b in zip(got.poses, ref.poses):
+        assert stamp_to_ns(a.header.stamp) == stamp_to_ns(b.header.stamp)
+        assert (a.pose.position.x, a.pose.position.y, a.pose.position.z) == \
+            (b.pose.position.x, b.pose.position.y, b.pose.position.z)
+    thin = PathTrail("map", max_poses=4)
+    thin.add("base_link", [pose(i) for i in range(10)])
+    kept = [stamp_to_ns(p.header.stamp) for p in thin.message().poses]
+    assert len(kept) <= 4 and kept[-1] == stamps[-1] and kept == sorted(kept)
+    assert np.ptp(np.diff(kept)) == 0  # evenly spaced
+    thin.add("cam_optical", [pose(0)])  # another child starts a new path
+    assert [stamp_to_ns(p.header.stamp) for p in thin.message().poses] == [stamps[0]]
