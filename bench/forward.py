@@ -3,6 +3,8 @@
     .venv/bin/python bench/forward.py                     # da3-small, 1 and 3 views, 280x504, 2 threads, fp32
     .venv/bin/python bench/forward.py --views 1 3 8 --runs 20 --device cuda
     .venv/bin/python bench/forward.py --precision bf16     # also ours under bf16 autocast (CPU: native bf16 only)
+    .venv/bin/python bench/forward.py --device cuda --views 32 --height 336 --width 504 --baseline-precision bf16
+    .venv/bin/python bench/forward.py --device cuda --views 1 8 --graph   # + ours as a captured graph
 
 Each (implementation, views) pair runs in its own fresh process (so peak memory is its own): the recipe weights
 are built, one warm-up forward runs, then ``--runs`` timed forwards under ``torch.inference_mode``. Printed per
@@ -12,12 +14,17 @@ extrinsics) so a speed-up never hides a numerical change. The official package (
 by ``make`` from requirements/reference.txt with --no-deps) is the baseline; it is never used by the product.
 With ``--precision bf16`` a third process per row runs ours under bf16 autocast (what ``DA3(precision="bf16")``
 does) and the row adds its speed against ours in fp32 and its depth error (max and median relative) against ours
-in fp32 and against the official fp32.
+in fp32 and against the official fp32. ``--baseline-precision bf16`` runs the official network and ours both under
+bf16 autocast (the GPU comparison; the bf16 column then compares against those). ``--graph`` adds ours with its
+window captured (``backend="torch_graph"``: a CUDA graph on a GPU, ``torch.compile`` on the CPU; capture during the
+warm-up) in the baseline precision: its time, the speed-up over ours eager and its depth difference from ours
+eager. ``img/s`` = views / median seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -55,13 +62,19 @@ def _inputs(views: int, height: int, width: int):
 def _build(impl: str, variant: str):
     from da3_core.weights.recipe import apply_recipe
 
-    if impl == "ours":
+    if impl in ("ours", "ours_graph"):
         from da3_core import build_network
 
-        net = build_network(variant)
+        net = apply_recipe(build_network(variant))
+        if impl == "ours_graph":
+            from da3_core.backends.compiled import CapturedNetwork
+
+            net = CapturedNetwork(net)
 
         def run(x):
             return net(x)
+
+        return net.eval(), run
     else:
         import logging
 
@@ -118,7 +131,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="bf16: also time ours under bf16 autocast and report its error")
-    parser.add_argument("--worker", choices=["ours", "official"], help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-precision", choices=["fp32", "bf16"], default="fp32",
+                        help="precision of the official network and ours in the main columns")
+    parser.add_argument("--graph", action="store_true", help="also time ours with the window captured")
+    parser.add_argument("--worker", choices=["ours", "official", "ours_graph"], help=argparse.SUPPRESS)
     parser.add_argument("--save", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -126,14 +142,23 @@ def main() -> None:
         return
 
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(REPO))
-    bf16 = args.precision == "bf16"
-    print(f"{args.variant} {args.height}x{args.width}, {args.threads} threads, {args.device}, fp32"
-          f"{' (+ ours bf16)' if bf16 else ''}, {args.runs} timed runs after 1 warm-up; each row from fresh processes")
-    print(f"{'views':>5} | {'official s':>10} | {'ours s':>8} | {'speed-up':>8} | {'official MB':>11} | "
-          f"{'ours MB':>8} | {'mem ratio':>9} | {'depth max rel':>13} | {'extr max abs':>12}"
+    base = args.baseline_precision
+    bf16 = args.precision == "bf16" and base != "bf16"  # the extra column (pointless when the baseline is bf16)
+    print(f"{args.variant} {args.height}x{args.width}, {args.threads} threads, {args.device}, {base}"
+          f"{' (+ ours bf16)' if bf16 else ''}{' (+ ours graph)' if args.graph else ''}, {args.runs} timed runs "
+          "after 1 warm-up; each row from fresh processes")
+    print(f"{'views':>5} | {'official s':>10} | {'ours s':>8} | {'speed-up':>8} | {'official img/s':>14} | "
+          f"{'ours img/s':>10} | {'official MB':>11} | {'ours MB':>8} | {'mem ratio':>9} | {'depth max rel':>13} | "
+          f"{'extr max abs':>12}"
           + (f" | {'bf16 s':>7} | {'bf16/fp32':>9} | {'bf16 vs ours max/med rel':>24} | "
-             f"{'bf16 vs official max/med rel':>28}" if bf16 else ""))
-    runs = [("official", "fp32"), ("ours", "fp32")] + ([("ours", "bf16")] if bf16 else [])
+             f"{'bf16 vs official max/med rel':>28}" if bf16 else "")
+          + (f" | {'graph s':>8} | {'graph/eager':>11} | {'graph vs eager max rel':>22}" if args.graph else ""))
+    official = importlib.util.find_spec("depth_anything_3") is not None
+    if not official:
+        print("official network (depth-anything-3) not installed: its columns are n/a "
+              "(pip install --no-deps depth-anything-3==0.1.1)")
+    runs = ([("official", base)] if official else []) + [("ours", base)] + ([("ours", "bf16")] if bf16 else []) \
+        + ([("ours_graph", base)] if args.graph else [])
     with tempfile.TemporaryDirectory() as tmp:
         for views in args.views:
             res = {}
@@ -147,21 +172,34 @@ def main() -> None:
                 if proc.returncode != 0:
                     sys.exit(f"{impl} ({precision}) worker failed:\n{proc.stderr[-3000:]}")
                 res[(impl, precision)] = json.loads(proc.stdout.strip().splitlines()[-1]) | dict(np.load(save))
-            o, u = res[("official", "fp32")], res[("ours", "fp32")]
-            rel = float(np.max(np.abs(u["depth"] - o["depth"]) / np.abs(o["depth"])))
-            ext = float(np.max(np.abs(u["extrinsics"] - o["extrinsics"])))
-            line = (f"{views:>5} | {o['median']:>10.3f} | {u['median']:>8.3f} | {o['median'] / u['median']:>7.2f}x | "
-                    f"{o['peak_mb']:>11.0f} | {u['peak_mb']:>8.0f} | "
-                    f"{o['peak_mb'] / max(u['peak_mb'], 1e-9):>8.2f}x | {rel:>13.2e} | {ext:>12.2e}")
+            u = res[("ours", base)]
+            if official:
+                o = res[("official", base)]
+                rel = float(np.max(np.abs(u["depth"] - o["depth"]) / np.abs(o["depth"])))
+                ext = float(np.max(np.abs(u["extrinsics"] - o["extrinsics"])))
+                line = (f"{views:>5} | {o['median']:>10.3f} | {u['median']:>8.3f} | "
+                        f"{o['median'] / u['median']:>7.2f}x | {views / o['median']:>14.1f} | "
+                        f"{views / u['median']:>10.1f} | {o['peak_mb']:>11.0f} | {u['peak_mb']:>8.0f} | "
+                        f"{o['peak_mb'] / max(u['peak_mb'], 1e-9):>8.2f}x | {rel:>13.2e} | {ext:>12.2e}")
+            else:
+                line = (f"{views:>5} | {'n/a':>10} | {u['median']:>8.3f} | {'n/a':>8} | {'n/a':>14} | "
+                        f"{views / u['median']:>10.1f} | {'n/a':>11} | {u['peak_mb']:>8.0f} | {'n/a':>9} | "
+                        f"{'n/a':>13} | {'n/a':>12}")
             if bf16:
                 b = res[("ours", "bf16")]
                 vs_ours = np.abs(b["depth"] - u["depth"]) / np.abs(u["depth"])
-                vs_official = np.abs(b["depth"] - o["depth"]) / np.abs(o["depth"])
                 line += (f" | {b['median']:>7.3f} | {u['median'] / b['median']:>8.2f}x | "
-                         f"{vs_ours.max():>11.2e} / {np.median(vs_ours):.2e} | "
-                         f"{vs_official.max():>13.2e} / {np.median(vs_official):.2e}")
+                         f"{vs_ours.max():>11.2e} / {np.median(vs_ours):.2e} | ")
+                if official:
+                    vs_official = np.abs(b["depth"] - o["depth"]) / np.abs(o["depth"])
+                    line += f"{vs_official.max():>13.2e} / {np.median(vs_official):.2e}"
+                else:
+                    line += f"{'n/a':>28}"
+            if args.graph:
+                g = res[("ours_graph", base)]
+                vs_eager = float(np.max(np.abs(g["depth"] - u["depth"]) / np.abs(u["depth"])))
+                line += f" | {g['median']:>8.4f} | {u['median'] / g['median']:>10.2f}x | {vs_eager:>22.2e}"
             print(line)
-
 
 if __name__ == "__main__":
     main()
