@@ -31,6 +31,7 @@ from da3_core.geometry.transforms import invert_extrinsics, to_homogeneous
 
 __all__ = [
     "PatchMatches",
+    "intrinsics_inverse",
     "patch_centres",
     "project_patch_centres",
     "bilinear_patch_targets",
@@ -66,6 +67,20 @@ def patch_centres(grid_hw: tuple[int, int], patch_size: int, device=None,
     return torch.stack((u.reshape(-1), v.reshape(-1)), -1)
 
 
+def intrinsics_inverse(K: torch.Tensor) -> torch.Tensor:
+    """K^-1 of (..., 3, 3) pinhole intrinsics [[fx, s, cx], [0, fy, cy], [0, 0, 1]] in closed form: no solver
+    (``torch.linalg.inv`` checks its result on the host, one device sync per call on a GPU)."""
+    fx, fy, s, cx, cy = K[..., 0, 0], K[..., 1, 1], K[..., 0, 1], K[..., 0, 2], K[..., 1, 2]
+    inv = torch.zeros_like(K)
+    inv[..., 0, 0] = 1 / fx
+    inv[..., 0, 1] = -s / (fx * fy)
+    inv[..., 0, 2] = (s * cy - cx * fy) / (fx * fy)
+    inv[..., 1, 1] = 1 / fy
+    inv[..., 1, 2] = -cy / fy
+    inv[..., 2, 2] = 1
+    return inv
+
+
 def project_patch_centres(depth: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor, patch_size: int = 14,
                           occlusion_tol: float = DEFAULT_OCCLUSION_TOL) -> tuple[torch.Tensor, torch.Tensor]:
     """Image coordinates in every view of every patch centre.
@@ -92,7 +107,7 @@ def project_patch_centres(depth: torch.Tensor, w2c: torch.Tensor, K: torch.Tenso
     ok = torch.isfinite(d) & (d > 0)
     d = torch.where(ok, d, torch.ones((), dtype=dt, device=d.device))
     pix = torch.cat((centres, torch.ones_like(centres[:, :1])), -1)  # (N, 3) homogeneous image coordinates
-    rays = pix @ torch.linalg.inv(K).mT  # (B, S, N, 3), z = 1
+    rays = pix @ intrinsics_inverse(K).mT  # (B, S, N, 3), z = 1
     X_j = rays * d[..., None]  # camera j frame
     rel = T[:, None] @ invert_extrinsics(T)[:, :, None]  # (B, S_j, S_i, 4, 4): camera j -> camera i
     X_i = torch.einsum("zjixy,zjny->zjnix", rel[..., :3, :3], X_j) + rel[:, :, None, :, :3, 3]  # (B, S_j, N, S_i, 3)

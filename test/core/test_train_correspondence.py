@@ -9,6 +9,7 @@ from da3_core.data.synthetic import intrinsics_from_fov, make_scene, make_trajec
 from da3_core.data.synthetic.camera import rotvec_to_matrix
 from da3_core.train.correspondence import (
     bilinear_patch_targets,
+    intrinsics_inverse,
     patch_centres,
     patch_correspondences,
     project_patch_centres,
@@ -157,3 +158,16 @@ def _world(depth, w2c, K, u, v):
     X = torch.stack(((u - K[0, 2]) / K[0, 0] * d, (v - K[1, 2]) / K[1, 1] * d, d), -1)
     return (X - w2c[:3, 3]) @ w2c[:3, :3]
 
+
+
+def test_intrinsics_inverse_closed_form():
+    """The closed-form K^-1 (no solver, no host sync) equals the LU inverse, skew and principal point included."""
+    g = torch.Generator().manual_seed(0)
+    K = torch.zeros(4, 3, 3, 3, dtype=torch.float64)
+    K[..., 0, 0] = 50 + 100 * torch.rand(4, 3, generator=g)
+    K[..., 1, 1] = 50 + 100 * torch.rand(4, 3, generator=g)
+    K[..., 0, 1] = torch.randn(4, 3, generator=g)
+    K[..., 0, 2] = 200 * torch.rand(4, 3, generator=g)
+    K[..., 1, 2] = 200 * torch.rand(4, 3, generator=g)
+    K[..., 2, 2] = 1
+    torch.testing.assert_close(intrinsics_inverse(K), torch.linalg.inv(K), rtol=1e-12, atol=1e-12)
