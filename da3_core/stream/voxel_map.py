@@ -7,8 +7,8 @@ ones are dropped first (lowest weight among equally old ones).
 Keys: voxel indices ``floor(p / voxel_size)`` packed into one int64 (21 bits per axis, offset 2^20), so the map
 spans +-2^20 voxels per axis (+-52 km at 5 cm); points beyond are ignored and counted in ``n_out_of_range``.
 The state is kept sorted by key, the sums of each voxel in one (M, 8) row (x, y, z, r, g, b weighted sums, weight,
-tick); an insert sorts the N new points once (O(N log N)), sums them per voxel with ``reduceat`` and merges with one
-row insert (O(M) memory moves).
+tick); an insert sorts the N new points once (O(N log N)), sums them per voxel with ``bincount`` (one pass per
+column) and merges with one row insert (O(M) memory moves).
 """
 
 from __future__ import annotations
@@ -21,13 +21,6 @@ __all__ = ["VoxelMap"]
 
 _BITS = 21
 _OFFSET = 1 << (_BITS - 1)
-_MASK = (1 << _BITS) - 1
-
-
-def _pack(idx: np.ndarray) -> np.ndarray:
-    """(N, 3) int64 voxel indices in [-2^20, 2^20) -> (N,) int64 keys."""
-    u = idx + _OFFSET
-    return (u[:, 0] << (2 * _BITS)) | (u[:, 1] << _BITS) | u[:, 2]
 
 
 class VoxelMap:
@@ -62,27 +55,35 @@ class VoxelMap:
         w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
         if cols.shape != pts.shape or w.shape != (n,):
             raise ValueError(f"insert: points {pts.shape}, colors {cols.shape}, weights {w.shape} do not match")
-        idx = np.floor(pts.astype(np.float64) / self.voxel_size)  # NaN / inf stay non-finite
+        # column-wise (rows of (3, N) arrays): numpy's reductions over a length-3 axis are slow
+        idx = np.floor(pts.T.astype(np.float64) / self.voxel_size)  # (3, N); NaN / inf stay non-finite
         with np.errstate(invalid="ignore"):
-            inside = np.all((idx >= -_OFFSET) & (idx < _OFFSET), axis=1)  # False for non-finite coordinates
+            inside = (idx[0] >= -_OFFSET) & (idx[0] < _OFFSET)  # False for non-finite coordinates
+            for axis in (1, 2):
+                inside &= (idx[axis] >= -_OFFSET) & (idx[axis] < _OFFSET)
             ok = (w > 0) & (w < np.inf)
-        self.n_out_of_range += int(np.count_nonzero(~inside & ok & np.isfinite(pts).all(axis=1)))
+        finite = np.isfinite(idx[0]) & np.isfinite(idx[1]) & np.isfinite(idx[2])
+        self.n_out_of_range += int(np.count_nonzero(~inside & ok & finite))
         sel = np.flatnonzero(inside & ok)
         if sel.size == 0:
             return len(self)
         self._counter += 1
         self.revision += 1
-        keys = _pack(idx[sel].astype(np.int64))
+        u = idx[:, sel].astype(np.int64) + _OFFSET
+        keys = (u[0] << (2 * _BITS)) | (u[1] << _BITS) | u[2]
         order = np.argsort(keys)  # deterministic for given input; sums within a voxel follow this order
         keys, sel = keys[order], sel[order]
-        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-        ukeys = keys[starts]
+        first = np.r_[True, keys[1:] != keys[:-1]]
+        ukeys = keys[first]
+        group = np.cumsum(first) - 1  # voxel of each sorted point
         wk = w[sel]
-        vals = np.empty((sel.size, 7), np.float64)  # weighted x y z r g b, weight
-        np.multiply(pts[sel], wk[:, None], out=vals[:, :3])
-        np.multiply(cols[sel], wk[:, None], out=vals[:, 3:6])
-        vals[:, 6] = wk
-        sums = np.add.reduceat(vals, starts, axis=0)
+        n_vox = len(ukeys)
+        sums = np.empty((n_vox, 7), np.float64)  # weighted x y z r g b, weight
+        P, C = pts.T, cols.T
+        for j in range(3):
+            sums[:, j] = np.bincount(group, weights=wk * P[j, sel], minlength=n_vox)
+            sums[:, 3 + j] = np.bincount(group, weights=wk * C[j, sel], minlength=n_vox)
+        sums[:, 6] = np.bincount(group, weights=wk, minlength=n_vox)
         # merge with the sorted state
         pos = np.searchsorted(self._keys, ukeys)
         hit = np.zeros(len(ukeys), bool)
