@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     ap.add_argument("--match-layers", type=int, nargs="*", default=None,
                     help="global blocks whose attention is supervised (default: the first global block)")
     ap.add_argument("--match-heads", type=int, default=1, help="supervised heads per block")
-    ap.add_argument("--match-softmax", choices=MATCH_SOFTMAX, default="view",
+    ap.add_argument("--match-softmax", choices=MATCH_SOFTMAX, default="all",
                     help="softmax over each other view's patches, or over all views' (da3_core.train.matching)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)

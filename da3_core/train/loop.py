@@ -59,6 +59,7 @@ from da3_core.train.data import SyntheticSceneDataset
 from da3_core.train.distributed import DistInfo, all_reduce_mean, setup_distributed, wrap_model
 from da3_core.train.init import init_weights
 from da3_core.train.losses import StudentLossConfig, student_loss
+from da3_core.train.matching import MATCH_SOFTMAX
 from da3_core.train.targets import build_targets
 
 __all__ = ["TrainConfig", "load_config", "lr_at", "forward_loss", "Trainer", "NonFiniteError"]
@@ -124,6 +125,7 @@ class TrainConfig:
     match_layers: tuple[int, ...] = ()  # global blocks whose attention is supervised; () = the first global block
     match_heads: int = 1  # supervised heads per block (the first ones)
     match_occlusion_tol: float = 0.05  # relative depth difference that counts as occluded
+    match_softmax: str = "all"  # "all": one softmax over every view's patches (as attention); "view": per other view
     # teacher pseudo-labels (paper §4.2)
     teacher_ckpt: str = ""  # state dict of a da3_core.train.teacher.TeacherNetwork ('' = ground truth throughout)
     teacher_config: str = "tiny"  # tiny (tiny_teacher_config) | full (teacher_config)
@@ -181,6 +183,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] | dict[
     if unknown:
         raise ValueError(f"unknown config key(s) {unknown}; known: {sorted(known)}")
     cfg = TrainConfig(**{k: _coerce(v, getattr(defaults, k)) for k, v in values.items()})
+    if cfg.match_softmax not in MATCH_SOFTMAX:
+        raise ValueError(f"match_softmax must be one of {MATCH_SOFTMAX}, got {cfg.match_softmax!r}")
     if cfg.data_echo < 1:
         raise ValueError(f"data_echo must be >= 1 (1 = every step a new batch), got {cfg.data_echo}")
     if cfg.ckpt_interval % cfg.data_echo:
@@ -350,7 +354,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_at(s, cfg, self.time_fraction()) / cfg.lr)
         self.scaler = None  # bf16 needs no loss scaling; kept in checkpoints for an fp16 variant
-        self.loss_cfg = StudentLossConfig(alpha=cfg.alpha_grad, beta=cfg.beta_camera, match_weight=cfg.match_weight)
+        self.loss_cfg = StudentLossConfig(alpha=cfg.alpha_grad, beta=cfg.beta_camera, match_weight=cfg.match_weight,
+                                          match_softmax=cfg.match_softmax)
         self.match_layers = (tuple(cfg.match_layers) or (first_global_block(cfg.variant),)) if cfg.match_weight \
             else ()
 

@@ -76,6 +76,7 @@ class StudentLossConfig:
     ray_conf: bool = True  # weight L_M by ray_conf
     point_conf: bool = False  # weight L_P by depth_conf
     match_weight: float = 0.0  # L_match (not in the paper, see the module notes); 0 = off
+    match_softmax: str = "all"  # L_match's softmax: over all views' patches, or per other view ("view")
 
 
 def _zero_like(x: torch.Tensor) -> torch.Tensor:
@@ -272,7 +273,7 @@ def student_loss(outputs: Mapping[str, torch.Tensor], targets: Targets,
             raise ValueError("match_weight > 0 needs targets.matches (patch_correspondences) and the network's "
                              "match_q / match_k (call it with match_layers); set match_weight 0 to train without")
         terms["match"] = (cfg.match_weight, matching_cross_entropy(outputs["match_q"], outputs["match_k"],
-                                                                   targets.matches))
+                                                                   targets.matches, over=cfg.match_softmax))
     total = _zero_like(depth)
     for name, (weight, (value, sub)) in terms.items():
         total = total + weight * value

@@ -36,6 +36,8 @@ def test_yaml_matches_defaults_and_overrides() -> None:
         load_config(ROOT / "training" / "configs" / name)
     with pytest.raises(ValueError, match="unknown config key"):
         load_config(None, ["--not_a_key=1"])
+    with pytest.raises(ValueError, match="match_softmax must be one of"):
+        load_config(None, ["--match_softmax=views"])
 
 
 def test_lr_schedule() -> None:
