@@ -136,7 +136,7 @@ class ReconstructNode(Node):
         # the oldest of them before a subscriber acknowledged them
         out, self.map_frame = _qos(True, max(5, v["window_size"])), v["map_frame"]
         self.path = PathTrail(self.map_frame, v["path_max_poses"])
-        self._map_revision = -1
+        self._map_revision: tuple[int, int] | None = None
         self.pub_pose = self.create_publisher(PoseStamped, "pose", _qos(True, max(10, v["window_size"])))
         self.pub_path = self.create_publisher(PathMsg, "path", _qos(True, 1, latched=True))
         self.pub_window_cloud = self.create_publisher(PointCloud2, "window_cloud", _qos(True, 2))
@@ -260,7 +260,7 @@ class ReconstructNode(Node):
             last = Header(stamp=ns_to_stamp(new[-1].stamp_ns), frame_id=self.map_frame)
             if len(res.points):
                 self._publish(self.pub_window_cloud, points_to_pointcloud2(res.points, res.colors, last))
-            with self._tf_lock:  # the path of the first camera's poses, as the TF planner records it
+            with self._tf_lock:  # the path: the poses of the first camera present (a new pose frame starts anew)
                 self.path.add(plan.pose_child, poses)
                 path = self.path.message()
             self._publish(self.pub_path, path)
@@ -285,8 +285,7 @@ class ReconstructNode(Node):
             out = TfOutputs()
             for n, cam in enumerate(sorted(by_camera)):
                 frames = by_camera[cam]
-                plan = self.tf_plan.outputs(frames[0].frame_id, [(cf.stamp_ns, cf.c2w) for cf in frames],
-                                            record_path=n == 0)
+                plan = self.tf_plan.outputs(frames[0].frame_id, [(cf.stamp_ns, cf.c2w) for cf in frames])
                 if n == 0:
                     out.poses, out.pose_child = plan.poses, plan.pose_child
                 if n == 0 or self.tf_plan.mode == "map_to_camera":

@@ -324,10 +324,11 @@ class StreamPipeline:
             self.drift.reset()
             self.counts["resets"] += 1
 
-    def map_revision(self) -> int:
-        """Changes whenever the map does (inserts, reset): publish the map only when it moved on."""
+    def map_revision(self) -> tuple[int, int]:
+        """(reset epoch, map revision): changes whenever the map does (inserts, reset), so the map is published only
+        when it moved on."""
         with self._lock:
-            return self._epoch * 1_000_000_007 + (0 if self.map is None else self.map.revision)
+            return self._epoch, 0 if self.map is None else self.map.revision
 
     def map_snapshot(self) -> tuple[np.ndarray, np.ndarray]:
         """(points (M, 3) float32, colors (M, 3) uint8) of the accumulated map."""

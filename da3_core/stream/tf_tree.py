@@ -93,13 +93,11 @@ class MapTfPlanner:
         self.reset()
 
     def reset(self) -> None:
-        """Forget the mode, the latest correction and the reported poses (a new map)."""
+        """Forget the mode and the latest correction (a new map)."""
         self.mode: str | None = None
         self.root: str | None = None
         self.latest: StampedTransform | None = None  # newest map -> root correction (by image stamp)
         self.last_sent_ns = -1  # stamp of the newest map -> root transform handed out
-        self.path: dict[int, np.ndarray] = {}
-        self.path_child = ""
 
     # --- the tree ---------------------------------------------------------------------------------------------------
 
@@ -154,10 +152,8 @@ class MapTfPlanner:
 
     # --- outputs ----------------------------------------------------------------------------------------------------
 
-    def outputs(self, camera_frame: str, frames: list[tuple[int, np.ndarray]], record_path: bool = True
-                ) -> TfOutputs:
-        """Transforms and poses for delivered frames of one camera: ``frames`` = [(stamp_ns, T(map <- camera))].
-        ``record_path``: add the poses to :meth:`trajectory` (one camera of a rig feeds the path)."""
+    def outputs(self, camera_frame: str, frames: list[tuple[int, np.ndarray]]) -> TfOutputs:
+        """Transforms and poses for delivered frames of one camera: ``frames`` = [(stamp_ns, T(map <- camera))]."""
         mode = self.decide(camera_frame)
         out = TfOutputs(pose_child=camera_frame)
         if mode == "map_to_camera":
@@ -184,10 +180,6 @@ class MapTfPlanner:
                 T_base_cam = self._lookup(out.pose_child, camera_frame, s, "pose_lookup_base")
                 if T_base_cam is not None:
                     out.poses.append((s, c2w @ invert_rigid(T_base_cam)))
-        if record_path:
-            if out.poses and out.pose_child != self.path_child:
-                self.path, self.path_child = {}, out.pose_child  # the path is of one frame only
-            self.path.update({s: T for s, T in out.poses})
         return out
 
     def republish(self, now_ns: int) -> StampedTransform | None:
@@ -201,8 +193,3 @@ class MapTfPlanner:
         self.last_sent_ns = stamp
         return StampedTransform(self.latest.parent, self.latest.child, stamp, self.latest.T)
 
-    def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
-        """(stamps_ns (N,), T(map <- pose frame) (N, 4, 4)) of every reported pose, in stamp order."""
-        stamps = sorted(self.path)
-        poses = np.stack([self.path[s] for s in stamps]) if stamps else np.zeros((0, 4, 4))
-        return np.asarray(stamps, dtype=np.int64), poses

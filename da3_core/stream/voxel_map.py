@@ -31,13 +31,14 @@ class VoxelMap:
             raise ValueError(f"max_points must be >= 1, got {max_points}")
         self.voxel_size = float(voxel_size)
         self.max_points = int(max_points)
+        self.revision = 0  # never repeats: changes with every insert and clear
         self.clear()
 
     def clear(self) -> None:
         self._keys = np.zeros(0, np.int64)
         self._rows = np.zeros((0, 8), np.float64)  # weighted sums x y z r g b, weight, tick
         self._counter = 0
-        self.revision = getattr(self, "revision", 0) + 1  # never repeats: changes with every insert and clear
+        self.revision += 1
         self.n_out_of_range = 0
         self.n_evicted = 0
 
