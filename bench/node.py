@@ -596,9 +596,10 @@ def main() -> int:
             f"{100 * tot['predict_s'] / frame_budget:.1f} % of frame time")
         cpu_of = {"ingest_ms": cpu("CameraIO._ingest"), "info_ms": cpu("CameraIO._on_info"),
                   "poll_ms": cpu("_poll_pairs"),
-                  "chain_ms": tot["chain_cpu_s"], "cloud_ms": tot["cloud_cpu_s"], "map_ms": tot["map_cpu_s"],
                   "publish_ms": cpu("_on_window"), "map_timer_ms": cpu("_publish_map"),
                   "diag_ms": cpu("_publish_diagnostics"), "tf_timer_ms": cpu("_republish_map_tf")}
+        if any("chain_cpu_s" in pw["timings"] for pw in prof_windows):  # older nodes record no pipeline CPU time
+            cpu_of.update(chain_ms=tot["chain_cpu_s"], cloud_ms=tot["cloud_cpu_s"], map_ms=tot["map_cpu_s"])
         for name, (v, key) in parts.items():
             summary[key] = 1e3 * v / max(1, frames_in)
             note = f"{summary[key]:.2f} ms/frame"
