@@ -10,7 +10,7 @@ ARGS ?=
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 REQ := requirements
-REQ_FILES := $(filter-out $(REQ)/eval.txt,$(wildcard $(REQ)/*.txt))
+REQ_FILES := $(wildcard $(REQ)/*.txt)
 INTERFACE_SRCS := $(shell find msg scripts/interfaces -type f 2>/dev/null) scripts/build_interfaces.sh
 
 # Environment for everything run from the venv: ROS 2 from the pip wheels, loopback-only discovery,
@@ -22,7 +22,7 @@ RUN_ENV := VIRTUAL_ENV=$(abspath $(VENV)) \
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} MKL_NUM_THREADS=$${MKL_NUM_THREADS:-2} \
 	PATH=$(abspath $(VENV))/bin:$$PATH
 
-.PHONY: .venv venv test test-fast lint demo eval-deps clean-venv help
+.PHONY: .venv venv test test-fast lint demo clean-venv help
 .DEFAULT_GOAL := help
 
 help:
@@ -30,7 +30,6 @@ help:
 	@echo "make test    - set up .venv if needed, then run all tests (fast + slow)"
 	@echo "make test-fast - tests not marked slow"
 	@echo "make lint    - ruff check"
-	@echo "make eval-deps - optional: open3d for TSDF fusion in 'da3 eval --tsdf'"
 	@echo "make .venv   - create/update the venv only (VENV=path to build elsewhere)"
 
 # --- the venv, in three stamped steps: requirements -> ROS interfaces -> the project itself ---------
@@ -43,9 +42,9 @@ $(VENV)/.stamp-reqs: $(REQ_FILES) scripts/check_system.sh
 	  { echo "error: $(VENV) is not a Python 3.11 venv; remove it and re-run"; exit 1; }
 	$(PIP) install --no-input -r $(REQ)/torch.txt
 	$(PIP) install --no-input -r $(REQ)/core.txt -r $(REQ)/ros.txt -r $(REQ)/dev.txt -r $(REQ)/train.txt \
-	  -r $(REQ)/deploy.txt \
+	  -r $(REQ)/deploy.txt -r $(REQ)/mapping.txt \
 	  -c $(REQ)/torch.txt -c $(REQ)/reference.txt
-	$(PIP) install --no-input --no-deps -r $(REQ)/reference.txt
+	$(PIP) install --no-input --no-deps -r $(REQ)/reference.txt -r $(REQ)/nodeps.txt
 	@touch $@
 
 $(VENV)/.stamp-interfaces: $(VENV)/.stamp-reqs $(INTERFACE_SRCS)
@@ -74,12 +73,6 @@ lint: $(VENV)/.stamp-reqs
 
 demo: $(VENV)/.stamp-project
 	$(RUN_ENV) $(PY) -m da3_ros.demo $(ARGS)
-
-# Optional: open3d for TSDF fusion in `da3 eval --tsdf` (its import needs Debian's libusb-1.0-0).
-eval-deps: $(VENV)/.stamp-project
-	$(PIP) install --no-input -r $(REQ)/eval.txt -c $(REQ)/core.txt -c $(REQ)/torch.txt
-	@$(PY) -c "import open3d" 2>/dev/null || \
-	  echo "open3d is installed but does not import: sudo apt-get install -y libusb-1.0-0"
 
 clean-venv:
 	rm -rf $(VENV)
