@@ -205,7 +205,7 @@ def write_synthetic_bag(spec: str, out: str | Path, storage: str | None = None, 
             fr = seq.frame(i)
             stamp = seq.stamp_ns(i)
             header = _header(stamp, frame_id)
-            c2w = np.linalg.inv(seq.w2c[i])
+            c2w = np.linalg.inv(seq.w2c[seq.pose_index(i)])
             if names["image"]:
                 bag.write(names["image"], stamp, _rgb_image(fr.rgb, header))
             if names["camera_info"]:

@@ -80,7 +80,7 @@ class SyntheticCamera(Node):
         if self.pub_clock is not None:
             self.pub_clock.publish(Clock(clock=Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec)))
         if self.pub_tf is not None:
-            c2w = np.linalg.inv(self.seq.w2c[i])
+            c2w = np.linalg.inv(self.seq.w2c[self.seq.pose_index(i)])
             self.pub_tf.publish(TFMessage(transforms=[c2w_to_transform(c2w, Header(stamp=header.stamp,
                                                                                     frame_id=self.tf_frame),
                                                                        self.frame_id)]))

@@ -3,6 +3,9 @@
 ``SyntheticSequence.from_spec("kind=room,seed=3,frames=24,path=walk,size=504x378,fov=70,fps=10,t0=1.0")``
 gives the same frames, stamps and ground truth in every process that parses the same spec: the feeder of a test,
 the geometry-oracle predictor inside the node, and the bag writer.
+
+``repeat=R`` plays the ``frames`` distinct frames R times in a row (stamps keep increasing; frame ``i`` shows camera
+pose ``i % frames``): long soak runs from a few rendered frames, the renders cached on both sides.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from da3_core.data.synthetic.paths import make_trajectory
 from da3_core.data.synthetic.render import Frame, render
 from da3_core.data.synthetic.scene import SCENE_KINDS, Scene, make_scene
 
-_KEYS = ("kind", "seed", "frames", "path", "size", "fov", "fps", "t0")
+_KEYS = ("kind", "seed", "frames", "path", "size", "fov", "fps", "t0", "repeat")
 
 
 @dataclass(frozen=True)
@@ -31,10 +34,11 @@ class SequenceSpec:
     fov_deg: float = 70.0
     fps: float = 10.0
     t0_s: float = 1.0  # stamp of frame 0
+    repeat: int = 1  # the frames played this many times in a row
 
     @classmethod
     def parse(cls, spec: str) -> SequenceSpec:
-        """``key=value`` pairs separated by commas; keys: kind, seed, frames, path, size (WxH), fov, fps, t0."""
+        """``key=value`` pairs separated by commas; keys: kind, seed, frames, path, size (WxH), fov, fps, t0, repeat."""
         values: dict = {}
         for item in filter(None, (s.strip() for s in spec.split(","))):
             key, sep, value = item.partition("=")
@@ -43,7 +47,7 @@ class SequenceSpec:
             if key == "size":
                 w, _, h = value.lower().partition("x")
                 values["width"], values["height"] = int(w), int(h)
-            elif key in ("seed", "frames"):
+            elif key in ("seed", "frames", "repeat"):
                 values[key] = int(value)
             elif key in ("fov", "fps", "t0"):
                 values[{"fov": "fov_deg", "fps": "fps", "t0": "t0_s"}[key]] = float(value)
@@ -52,13 +56,14 @@ class SequenceSpec:
         out = cls(**values)
         if out.kind not in SCENE_KINDS:
             raise ValueError(f"unknown scene kind {out.kind!r}; use one of {', '.join(SCENE_KINDS)}")
-        if out.frames < 1 or out.width < 14 or out.height < 14 or out.fps <= 0:
-            raise ValueError(f"sequence spec {spec!r}: need frames >= 1, size >= 14x14 and fps > 0")
+        if out.frames < 1 or out.repeat < 1 or out.width < 14 or out.height < 14 or out.fps <= 0:
+            raise ValueError(f"sequence spec {spec!r}: need frames >= 1, repeat >= 1, size >= 14x14 and fps > 0")
         return out
 
     def to_string(self) -> str:
-        return (f"kind={self.kind},seed={self.seed},frames={self.frames},path={self.path},"
+        text = (f"kind={self.kind},seed={self.seed},frames={self.frames},path={self.path},"
                 f"size={self.width}x{self.height},fov={self.fov_deg:g},fps={self.fps:g},t0={self.t0_s:g}")
+        return text + (f",repeat={self.repeat}" if self.repeat != 1 else "")
 
 
 @dataclass
@@ -66,7 +71,7 @@ class SyntheticSequence:
     spec: SequenceSpec
     scene: Scene = field(init=False)
     K: np.ndarray = field(init=False)  # (3, 3) pixels
-    w2c: np.ndarray = field(init=False)  # (N, 4, 4) OpenCV world-to-camera
+    w2c: np.ndarray = field(init=False)  # (frames, 4, 4) OpenCV world-to-camera of the distinct frames
 
     def __post_init__(self) -> None:
         s = self.spec
@@ -79,7 +84,12 @@ class SyntheticSequence:
         return cls(SequenceSpec.parse(spec) if isinstance(spec, str) else spec)
 
     def __len__(self) -> int:
-        return self.spec.frames
+        """Frames played: ``frames * repeat``."""
+        return self.spec.frames * self.spec.repeat
+
+    def pose_index(self, index: int) -> int:
+        """Index of the distinct frame (camera pose, render) that frame ``index`` shows."""
+        return index % self.spec.frames
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -96,7 +106,9 @@ class SyntheticSequence:
         raise KeyError(f"stamp {stamp_ns} ns is not a frame of sequence {self.spec.to_string()}")
 
     def frame(self, index: int) -> Frame:
-        return _render_cached(self.spec, index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"frame {index} is not in sequence {self.spec.to_string()} ({len(self)} frames)")
+        return _render_cached(self.spec, self.pose_index(index))
 
 
 @lru_cache(maxsize=64)
