@@ -5,7 +5,9 @@
     python training/evaluate.py --weights outputs/train/tiny_default/ckpt_00001200.pt
 
 Depth: AbsRel (lower is better) and delta1 (higher) after median scaling; pose: AUC@30 over all view pairs (higher),
-plus median relative rotation / translation-direction errors in degrees. Both held-out protocols are printed
+plus median relative rotation / translation-direction errors in degrees. The trained network's poses come from its
+camera decoder (the headline row, what the node uses by default) and, on a second row, from its ray maps
+(``use_ray_pose``, the node's ``use_ray_pose`` parameter). Both held-out protocols are printed
 (``window``: consecutive keyframes, the headline; ``spread``: views over the whole path, a stress test); see
 da3_core/eval/synthetic_benchmark.py.
 """
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     for protocol, path_frames in PROTOCOLS.items():
         rows = {f"trained ({variant})": evaluate_network(net, keys, seed=args.seed, device=device,
                                                          path_frames=path_frames),
+                "trained, ray poses": evaluate_network(net, keys, seed=args.seed, device=device,
+                                                       path_frames=path_frames, use_ray_pose=True),
                 "untrained network": evaluate_network(untrained, keys, seed=args.seed, device=device,
                                                       path_frames=path_frames)}
         rows.update(baseline_scores(keys, seed=args.seed, path_frames=path_frames))
@@ -93,6 +97,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         print(f"pose AUC@30 above identity poses and the untrained network: {yes[auc_better]}")
         print(f"poses learned (median rotation error below identity's: {yes[rot_better]}; median translation-direction"
               f" error below a random direction's 90 deg: {yes[trans_better]})")
+        ray = rows["trained, ray poses"]
+        print(f"ray poses learned (rotation below identity's: "
+              f"{yes[ray['rot_err_median'] < bl['identity_poses']['rot_err_median']]}; translation direction below "
+              f"90 deg: {yes[ray['trans_err_median'] < 90.0]})")
         results[protocol] = rows
     print(f"({time.time() - t0:.0f} s)")
     if args.json:

@@ -107,12 +107,14 @@ def heldout_items(keys: Sequence[tuple[int, int, int, int]], seed: int,
 @torch.no_grad()
 def evaluate_network(net: nn.Module, keys: Sequence[tuple[int, int, int, int]], seed: int = 10_000,
                      device: torch.device | str = "cpu",
-                     ref_view_strategy: str = "saddle_balanced", path_frames: int = 0) -> dict[str, float]:
-    """Scores of an any-view network on the held-out items (un-posed input, camera-decoder poses)."""
+                     ref_view_strategy: str = "saddle_balanced", path_frames: int = 0,
+                     use_ray_pose: bool = False) -> dict[str, float]:
+    """Scores of an any-view network on the held-out items (un-posed input; camera-decoder poses, or with
+    ``use_ray_pose`` the poses solved from its ray maps)."""
     net.eval()
     preds = []
     for item in heldout_items(keys, seed, path_frames):
-        out = net(item["images"][None].to(device), ref_view_strategy=ref_view_strategy)
+        out = net(item["images"][None].to(device), ref_view_strategy=ref_view_strategy, use_ray_pose=use_ray_pose)
         w2c = out["extrinsics"][0].float().cpu().numpy()
         preds.append({"depth": out["depth"][0].float().cpu().numpy(), "gt_depth": item["depth"].numpy(),
                       "w2c": w2c, "gt_w2c": item["w2c"].numpy()})

@@ -30,6 +30,7 @@ import torch
 from da3_core.geometry.transforms import invert_extrinsics, to_homogeneous
 
 __all__ = [
+    "matches_into_view",
     "PatchMatches",
     "intrinsics_inverse",
     "patch_centres",
@@ -159,3 +160,19 @@ def patch_correspondences(depth: torch.Tensor, w2c: torch.Tensor, K: torch.Tenso
         uv, valid = project_patch_centres(depth, w2c, K, patch_size, occlusion_tol)
         index, weight = bilinear_patch_targets(uv, valid, (H // patch_size, W // patch_size), patch_size)
     return PatchMatches(index=index, weight=weight, valid=valid)
+
+
+def matches_into_view(matches: PatchMatches, view: torch.Tensor | None) -> PatchMatches:
+    """The targets restricted to one view per sample: where each patch is seen in view ``view[b]`` (the reference
+    view the network expresses its cameras and rays in), nothing elsewhere. ``view``: (B,) long in input view order,
+    or None for view 0 (the network kept the input order). The reference view's own patches get no target."""
+    B, S = matches.valid.shape[:2]
+    if view is None:
+        view = torch.zeros(B, dtype=torch.long, device=matches.valid.device)
+    if view.shape != (B,):
+        raise ValueError(f"view must be (B,) = ({B},), got {tuple(view.shape)}")
+    keep = torch.arange(S, device=view.device)[None] == view[:, None]  # (B, S_i)
+    valid = matches.valid & keep[:, None, None, :]
+    weight = torch.where(valid[..., None], matches.weight, torch.zeros((), dtype=matches.weight.dtype,
+                                                                       device=matches.weight.device))
+    return PatchMatches(index=matches.index, weight=weight, valid=valid)

@@ -54,13 +54,15 @@ from da3_core.train.checkpoint import (
     optimizer_state_dict,
     save_checkpoint,
 )
-from da3_core.train.correspondence import DEFAULT_OCCLUSION_TOL, patch_correspondences
+from da3_core.train.correspondence import DEFAULT_OCCLUSION_TOL, matches_into_view, patch_correspondences
 from da3_core.train.data import SyntheticSceneDataset
 from da3_core.train.distributed import DistInfo, all_reduce_mean, setup_distributed, wrap_model
 from da3_core.train.init import init_weights
 from da3_core.train.losses import StudentLossConfig, student_loss
 from da3_core.train.matching import MATCH_SOFTMAX
 from da3_core.train.targets import build_targets
+
+MATCH_INTO = ("all_views", "reference")  # where the matching targets lie (forward_loss)
 
 __all__ = ["TrainConfig", "load_config", "lr_at", "forward_loss", "Trainer", "NonFiniteError"]
 
@@ -126,6 +128,7 @@ class TrainConfig:
     match_heads: int = 1  # supervised heads per block (the first ones)
     match_occlusion_tol: float = 0.05  # relative depth difference that counts as occluded
     match_softmax: str = "all"  # "all": one softmax over every view's patches (as attention); "view": per other view
+    match_into: str = "all_views"  # targets in every other view, or only in the reference view ("reference")
     # teacher pseudo-labels (paper §4.2)
     teacher_ckpt: str = ""  # state dict of a da3_core.train.teacher.TeacherNetwork ('' = ground truth throughout)
     teacher_config: str = "tiny"  # tiny (tiny_teacher_config) | full (teacher_config)
@@ -185,6 +188,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] | dict[
     cfg = TrainConfig(**{k: _coerce(v, getattr(defaults, k)) for k, v in values.items()})
     if cfg.match_softmax not in MATCH_SOFTMAX:
         raise ValueError(f"match_softmax must be one of {MATCH_SOFTMAX}, got {cfg.match_softmax!r}")
+    if cfg.match_into not in MATCH_INTO:
+        raise ValueError(f"match_into must be one of {MATCH_INTO}, got {cfg.match_into!r}")
     if cfg.data_echo < 1:
         raise ValueError(f"data_echo must be >= 1 (1 = every step a new batch), got {cfg.data_echo}")
     if cfg.ckpt_interval % cfg.data_echo:
@@ -257,7 +262,7 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], *, pose_cond:
                  loss_cfg: StudentLossConfig | None = None, ref_view_strategy: str = "saddle_balanced",
                  depth_target: torch.Tensor | None = None, match_layers: tuple[int, ...] = (),
                  match_heads: int = 1, match_occlusion_tol: float = DEFAULT_OCCLUSION_TOL,
-                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 match_into: str = "all_views") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Forward ``batch`` through ``model`` and return the student loss (paper §3.3) and its detached parts.
 
     Args:
@@ -267,6 +272,8 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], *, pose_cond:
         depth_target: replaces ``batch["depth"]`` as the depth supervision (teacher pseudo-labels).
         match_layers, match_heads, match_occlusion_tol: the matching loss (used when ``loss_cfg.match_weight`` > 0;
             the correspondences always come from the ground-truth depth and cameras).
+        match_into: ``"all_views"`` (targets in every other view that sees the point) or ``"reference"`` (only in
+            the reference view the network chose: the one its cameras and rays are expressed in).
     """
     cfg = loss_cfg or StudentLossConfig()
     x, w2c, K = batch["images"], batch["w2c"], batch["K"]
@@ -285,6 +292,10 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], *, pose_cond:
                                 ray_hw=tuple(out["ray"].shape[2:4]), relative_to_first=False)
         if cfg.match_weight:
             targets.matches = patch_correspondences(batch["depth"], w2c, K, occlusion_tol=match_occlusion_tol)
+            if match_into == "reference":
+                targets.matches = matches_into_view(targets.matches, out.get("ref_index"))
+            elif match_into != "all_views":
+                raise ValueError(f"match_into must be one of {MATCH_INTO}, got {match_into!r}")
         return student_loss(out, targets, cfg)
 
 
@@ -479,7 +490,7 @@ class Trainer:
             loss, parts = forward_loss(self.model, batch, pose_cond=cond, loss_cfg=self.loss_cfg,
                                        ref_view_strategy=cfg.ref_view_strategy, depth_target=target,
                                        match_layers=self.match_layers, match_heads=cfg.match_heads,
-                                       match_occlusion_tol=cfg.match_occlusion_tol)
+                                       match_occlusion_tol=cfg.match_occlusion_tol, match_into=cfg.match_into)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else

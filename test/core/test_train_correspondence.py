@@ -10,6 +10,7 @@ from da3_core.data.synthetic.camera import rotvec_to_matrix
 from da3_core.train.correspondence import (
     bilinear_patch_targets,
     intrinsics_inverse,
+    matches_into_view,
     patch_centres,
     patch_correspondences,
     project_patch_centres,
@@ -171,3 +172,30 @@ def test_intrinsics_inverse_closed_form():
     K[..., 1, 2] = 200 * torch.rand(4, 3, generator=g)
     K[..., 2, 2] = 1
     torch.testing.assert_close(intrinsics_inverse(K), torch.linalg.inv(K), rtol=1e-12, atol=1e-12)
+
+
+def test_matches_into_the_reference_view_keep_only_its_targets():
+    """Three views turned about the same centre (pure rotations: every patch seen by the others); restricted to the
+    reference view (per sample: 1 and 2), the targets are the full ones in that view and nothing elsewhere."""
+    Rs = [np.zeros(3), np.array([0.0, 0.06, 0.0]), np.array([0.02, -0.05, 0.01])]
+    w2c = torch.eye(4, dtype=torch.float64).repeat(2, 3, 1, 1)
+    for v, rv in enumerate(Rs):
+        w2c[:, v, :3, :3] = torch.tensor(rotvec_to_matrix(rv), dtype=torch.float64)
+    depth = torch.full((2, 3, H, W), 2.0, dtype=torch.float64)
+    K = _K().repeat(2, 3, 1, 1)
+    full = patch_correspondences(depth, w2c, K, P)
+    assert full.valid.sum() > 0
+    ref = torch.tensor([1, 2])
+    kept = matches_into_view(full, ref)
+    for b, r in enumerate(ref.tolist()):
+        for i in range(3):
+            if i == r:
+                assert torch.equal(kept.valid[b, :, :, i], full.valid[b, :, :, i])
+                assert torch.equal(kept.weight[b, :, :, i], full.weight[b, :, :, i])
+            else:
+                assert not kept.valid[b, :, :, i].any() and not kept.weight[b, :, :, i].any()
+        assert not kept.valid[b, r].any()  # the reference view's own patches: no target
+    first = matches_into_view(full, None)  # the network kept the input order: view 0
+    assert torch.equal(first.valid[:, :, :, 0], full.valid[:, :, :, 0]) and not first.valid[:, :, :, 1:].any()
+    with pytest.raises(ValueError, match=r"\(B,\)"):
+        matches_into_view(full, torch.tensor([0]))

@@ -38,6 +38,8 @@ def test_yaml_matches_defaults_and_overrides() -> None:
         load_config(None, ["--not_a_key=1"])
     with pytest.raises(ValueError, match="match_softmax must be one of"):
         load_config(None, ["--match_softmax=views"])
+    with pytest.raises(ValueError, match="match_into must be one of"):
+        load_config(None, ["--match_into=ref"])
 
 
 def test_lr_schedule() -> None:
