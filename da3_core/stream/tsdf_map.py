@@ -1,0 +1,472 @@
+"""Confidence-weighted TSDF map of DA3 keyframes (Open3D voxel blocks; ROS-free).
+
+What it holds: an Open3D tensor ``VoxelBlockGrid`` with three per-voxel attributes, ``tsdf`` (truncated signed
+distance / truncation, in [-1, 1], positive in front of the surface), ``weight`` (the summed observation weights)
+and ``color`` (weighted mean RGB, 0-255, float32), plus the keyframes that went into it (depth, per-pixel weight,
+colour, intrinsics, camera-to-world pose) so the volume can be rebuilt with new poses after a pose-graph
+optimisation (:meth:`TsdfMap.reintegrate`).
+
+Weighted fusion, and why it is done here rather than by Open3D: ``VoxelBlockGrid.integrate`` (and the legacy
+``ScalableTSDFVolume``) add a fixed weight of 1 per observation; there is no per-pixel weight input. So Open3D only
+allocates the voxel blocks (``compute_unique_block_coordinates`` + the block hash map) and extracts the mesh /
+points (marching cubes, ``extract_triangle_mesh``); the integration itself is ours: every voxel of the frame's
+blocks is projected into the image (nearest pixel, integer-pixel convention: pixel (u, v) sees image point (u, v)),
+its projective signed distance ``sdf = depth(u, v) - z`` is truncated to ``tsdf = min(1, sdf / trunc)`` (voxels with
+``sdf < -trunc``, i.e. far behind the surface, are left alone) and fused as a weighted running mean::
+
+    W' = W + w(u, v);   T' = (W T + w tsdf) / W';   C' = (W C + w rgb) / W'
+
+with ``w(u, v)`` from the pixel's confidence (below). The arithmetic runs in torch on the grid's own memory
+(DLPack, no copies), so the same code serves a CUDA grid where Open3D is built with CUDA (``device="cuda:0"``; the
+``open3d-cpu`` wheel we install has none, so there it is refused with a clear error). ``test_stream_tsdf_map``
+checks that this is a real weighted fusion: a corrupted patch moves the surface much less at low confidence.
+
+Confidence -> weight (:attr:`TsdfConfig.weight_mode`):
+
+- ``"relative"`` (default): ``w = clip(conf / P, 0, w_max)`` with ``P`` the ``conf_percentile`` (default the
+  median) of the frame's valid confidences. Scale-free (DA3's confidence, ``1 + exp(x)``, has no fixed scale
+  across checkpoints), a typical pixel gets weight 1; a frame that is bad everywhere is not down-weighted.
+- ``"absolute"``: ``w = clip(conf / conf_ref, 0, w_max)``.
+- ``"uniform"``: ``w = 1`` on every valid pixel (plain TSDF fusion; the confidence is ignored).
+
+Pixels with ``w < min_obs_weight``, non-finite or non-positive depth or depth beyond ``depth_max`` are not
+integrated. The mesh / points keep voxels with fused weight >= ``mesh_min_weight`` (so a surface seen once by a
+typical pixel, weight 1, is kept and one seen once at low confidence is not).
+
+Keyframe store (bounded): each keyframe is stored at the integration resolution (the input subsampled by
+``stride``) as depth float32 + weight float16 + RGB uint8 (9 bytes/pixel; 504x378 at stride 1: 1.7 MB). The
+integration itself reads the stored arrays, so a re-integration with unchanged poses reproduces the volume
+exactly. When the store exceeds ``max_store_mb``, the oldest keyframe still at the finest stored level is
+subsampled by 2 (pixel (u, v) of the half image is pixel (2u, 2v) of the full one, so ``K`` becomes
+``diag(1/2, 1/2, 1) K``), repeatedly, down to ``min_store_width`` pixels wide; beyond that the oldest keyframes are
+dropped (their data stay in the volume until the next re-integration, which then loses them;
+``stats()["dropped_keyframes"]`` counts them). A re-integration uses the stored resolution, so after subsampling the
+rebuilt surface is slightly coarser than the original one.
+
+Threads: Open3D and torch use their own thread pools; set ``OMP_NUM_THREADS`` low on small machines.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TsdfConfig", "TsdfKeyframe", "TsdfMap", "TsdfMesh", "WEIGHT_MODES"]
+
+WEIGHT_MODES = ("relative", "absolute", "uniform")
+
+
+@dataclass
+class TsdfConfig:
+    """TSDF map parameters (lengths in the depth's units, metres).
+
+    voxel_size: voxel edge. trunc: truncation distance (default ``None``: 4 voxels). depth_max: ignore depth beyond
+    this. block_resolution: voxels per block edge (Open3D block = ``block_resolution**3`` voxels).
+    block_count: initial number of blocks of the hash map (it grows when more are needed; 10,000 blocks of 8^3 voxels
+    take about 100 MB). device: ``"cpu"`` or ``"cuda:N"`` (the latter needs an Open3D built with CUDA).
+    weight_mode / conf_percentile / conf_ref / w_max / min_obs_weight: the confidence -> weight mapping (module
+    docstring). mesh_min_weight: fused weight a voxel needs to be meshed / returned as a point.
+    stride: keyframes are subsampled by this before integration and storage (1 = full resolution).
+    max_store_mb: cap on the stored keyframes (MB); min_store_width: the narrowest a stored keyframe is subsampled
+    to before the oldest keyframes are dropped. color: fuse RGB (frames without colour count as mid grey).
+    """
+
+    voxel_size: float = 0.04
+    trunc: float | None = None
+    depth_max: float = 8.0
+    block_resolution: int = 8
+    block_count: int = 10000
+    device: str = "cpu"
+    weight_mode: str = "relative"
+    conf_percentile: float = 50.0
+    conf_ref: float = 1.0
+    w_max: float = 4.0
+    min_obs_weight: float = 0.05
+    mesh_min_weight: float = 1.0
+    stride: int = 1
+    max_store_mb: float = 512.0
+    min_store_width: int = 32
+    color: bool = True
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.voxel_size) and self.voxel_size > 0):
+            raise ValueError(f"TsdfConfig.voxel_size must be a positive length, got {self.voxel_size}")
+        if self.trunc is None:
+            self.trunc = 4.0 * self.voxel_size
+        if not (np.isfinite(self.trunc) and self.trunc >= self.voxel_size):
+            raise ValueError(f"TsdfConfig.trunc must be >= voxel_size ({self.voxel_size}), got {self.trunc}")
+        if not (np.isfinite(self.depth_max) and self.depth_max > 0):
+            raise ValueError(f"TsdfConfig.depth_max must be positive, got {self.depth_max}")
+        if self.block_resolution < 2 or self.block_count < 1:
+            raise ValueError("TsdfConfig.block_resolution must be >= 2 and block_count >= 1")
+        if self.weight_mode not in WEIGHT_MODES:
+            raise ValueError(f"TsdfConfig.weight_mode {self.weight_mode!r}: use one of {', '.join(WEIGHT_MODES)}")
+        if not 0.0 < self.conf_percentile <= 100.0:
+            raise ValueError(f"TsdfConfig.conf_percentile must be in (0, 100], got {self.conf_percentile}")
+        if not (self.conf_ref > 0 and self.w_max > 0 and self.min_obs_weight >= 0 and self.mesh_min_weight >= 0):
+            raise ValueError("TsdfConfig: conf_ref and w_max must be > 0, min_obs_weight and mesh_min_weight >= 0")
+        if self.stride < 1 or self.min_store_width < 2 or not self.max_store_mb > 0:
+            raise ValueError("TsdfConfig: stride must be >= 1, min_store_width >= 2 and max_store_mb > 0")
+
+
+@dataclass
+class TsdfKeyframe:
+    """One stored keyframe: depth (h, w) float32 metres (NaN = not integrated), weight (h, w) float16 (the
+    per-pixel observation weight, 0 = not integrated), rgb (h, w, 3) uint8 or None, K (3, 3) float64 of this
+    (possibly subsampled) image, c2w (4, 4) float64 OpenCV camera-to-world, level: times it was halved."""
+
+    depth: np.ndarray
+    weight: np.ndarray
+    rgb: np.ndarray | None
+    K: np.ndarray
+    c2w: np.ndarray
+    level: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.depth.nbytes + self.weight.nbytes + (0 if self.rgb is None else self.rgb.nbytes)
+
+
+@dataclass
+class TsdfMesh:
+    """vertices (V, 3) float32 world, faces (F, 3) int32 vertex indices, colors (V, 3) uint8 (or None)."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    colors: np.ndarray | None = None
+
+
+@dataclass
+class _Timing:
+    """Running timing figures (milliseconds) for :meth:`TsdfMap.stats`."""
+
+    integrate_ms_last: float | None = None
+    integrate_ms_sum: float = 0.0
+    integrations: int = 0
+    reintegrate_ms: float | None = None
+    reintegrations: int = 0
+    mesh_ms: float | None = None
+
+
+def _o3d():
+    import open3d as o3d
+
+    return o3d
+
+
+def _check_pose(name: str, T: Any) -> np.ndarray:
+    """(4, 4) float64 rigid transform or ValueError naming what is wrong."""
+    T = np.asarray(T, np.float64)
+    if T.shape == (3, 4):
+        T = np.vstack((T, [0.0, 0.0, 0.0, 1.0]))
+    if T.shape != (4, 4):
+        raise ValueError(f"{name} must be a (4, 4) (or (3, 4)) camera-to-world matrix, got shape {T.shape}")
+    if not np.all(np.isfinite(T)):
+        raise ValueError(f"{name} has non-finite entries")
+    R = T[:3, :3]
+    if np.abs(R @ R.T - np.eye(3)).max() > 1e-4 or abs(np.linalg.det(R) - 1.0) > 1e-4:
+        raise ValueError(f"{name} is not a rigid transform (its rotation block is not orthonormal with det +1)")
+    if np.abs(T[3] - [0.0, 0.0, 0.0, 1.0]).max() > 1e-9:
+        raise ValueError(f"{name}: last row must be [0, 0, 0, 1]")
+    return T
+
+
+def _halve(kf: TsdfKeyframe) -> TsdfKeyframe:
+    """The keyframe subsampled by 2 (every other pixel; no averaging across depth edges)."""
+    S = np.diag([0.5, 0.5, 1.0])
+    return TsdfKeyframe(np.ascontiguousarray(kf.depth[::2, ::2]), np.ascontiguousarray(kf.weight[::2, ::2]),
+                        None if kf.rgb is None else np.ascontiguousarray(kf.rgb[::2, ::2]), S @ kf.K, kf.c2w,
+                        kf.level + 1)
+
+
+class TsdfMap:
+    """A confidence-weighted TSDF volume of keyframes that can be re-integrated with new poses.
+
+    ``integrate(key, depth, conf, K, c2w, color)`` fuses one keyframe and stores it; ``reintegrate(poses)`` rebuilds
+    the volume from the stored keyframes with updated camera-to-world poses; ``extract_mesh()`` /
+    ``extract_points()`` / ``save_mesh_ply(path)`` read the surface; ``stats()`` gives the diagnostics.
+    """
+
+    def __init__(self, config: TsdfConfig | None = None, **overrides: Any) -> None:
+        if config is None:
+            config = TsdfConfig(**overrides)
+        elif overrides:
+            config = TsdfConfig(**{**config.__dict__, **overrides})
+        self.config = config
+        o3d = _o3d()
+        kind, _, num = config.device.lower().partition(":")
+        if kind not in ("cpu", "cuda") or not (num or "0").isdigit():
+            raise ValueError(f"TsdfConfig.device={config.device!r}: use 'cpu' or 'cuda:N'")
+        if kind == "cuda" and not o3d.core.cuda.is_available():
+            raise ValueError(f"TsdfConfig.device={config.device!r}, but this Open3D ({o3d.__version__}) has no CUDA "
+                             "(the open3d-cpu wheel); use device='cpu'")
+        self._device = o3d.core.Device(f"{kind.upper()}:{int(num or 0)}")
+        self._torch_device = "cpu" if kind == "cpu" else f"cuda:{int(num or 0)}"
+        self.keyframes: OrderedDict[Hashable, TsdfKeyframe] = OrderedDict()
+        self.dropped_keyframes = 0
+        self._timing = _Timing()
+        self._vbg = self._new_grid()
+
+    # ------------------------------------------------------------------ volume
+
+    def _new_grid(self):
+        o3d = _o3d()
+        c = self.config
+        f32 = o3d.core.float32
+        return o3d.t.geometry.VoxelBlockGrid(["tsdf", "weight", "color"], [f32, f32, f32], [[1], [1], [3]],
+                                             voxel_size=float(c.voxel_size), block_resolution=int(c.block_resolution),
+                                             block_count=int(c.block_count), device=self._device)
+
+    def _attr(self, name: str):
+        """Torch view (no copy) of a grid attribute, flattened to (capacity * res^3, channels)."""
+        import torch.utils.dlpack as tdl
+
+        t = tdl.from_dlpack(self._vbg.attribute(name).to_dlpack())
+        return t.reshape(-1, t.shape[-1])
+
+    def _fuse(self, kf: TsdfKeyframe) -> bool:
+        """Integrate one stored keyframe at its pose; False when it has no valid pixel (nothing changes)."""
+        import torch
+        import torch.utils.dlpack as tdl
+
+        o3d = _o3d()
+        c = self.config
+        depth0 = np.where(kf.weight > 0, kf.depth, 0.0).astype(np.float32)
+        if not np.any(depth0 > 0):
+            return False
+        w2c = np.linalg.inv(kf.c2w)
+        dev = self._device
+        img = o3d.t.geometry.Image(o3d.core.Tensor(depth0, device=dev))
+        blocks = self._vbg.compute_unique_block_coordinates(
+            img, o3d.core.Tensor(kf.K, o3d.core.float64), o3d.core.Tensor(w2c, o3d.core.float64), 1.0,
+            float(c.depth_max), float(c.trunc / c.voxel_size))
+        if blocks.shape[0] == 0:
+            return False
+        hashmap = self._vbg.hashmap()
+        _, new = hashmap.activate(blocks)  # may grow (and move) the attribute buffers: find the indices afterwards
+        buf, _ = hashmap.find(blocks)
+        coords, flat = self._vbg.voxel_coordinates_and_flattened_indices(buf)
+        tdev = self._torch_device
+        X = tdl.from_dlpack(coords.to_dlpack()).to(torch.float64)
+        idx = tdl.from_dlpack(flat.to_dlpack()).reshape(-1)
+        tsdf_a, weight_a, color_a = self._attr("tsdf"), self._attr("weight"), self._attr("color")
+        new_t = tdl.from_dlpack(new.to(o3d.core.uint8).to_dlpack()).reshape(-1).bool()
+        if bool(new_t.any()):  # freshly activated blocks start empty
+            nvox = c.block_resolution**3
+            fresh = idx.reshape(-1, nvox)[new_t].reshape(-1)
+            tsdf_a[fresh] = 0.0
+            weight_a[fresh] = 0.0
+            color_a[fresh] = 0.0
+        E = torch.as_tensor(w2c, dtype=torch.float64, device=tdev)
+        Kt = torch.as_tensor(kf.K, dtype=torch.float64, device=tdev)
+        Xc = X @ E[:3, :3].T + E[:3, 3]
+        z = Xc[:, 2]
+        zs = torch.where(z > 1e-9, z, torch.ones_like(z))
+        u = torch.round(Kt[0, 0] * Xc[:, 0] / zs + Kt[0, 1] * Xc[:, 1] / zs + Kt[0, 2]).long()
+        v = torch.round(Kt[1, 1] * Xc[:, 1] / zs + Kt[1, 2]).long()
+        h, w = kf.depth.shape
+        inside = (z > 1e-9) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        sel = torch.nonzero(inside).reshape(-1)
+        pix = v[sel] * w + u[sel]
+        D = torch.as_tensor(depth0.reshape(-1), device=tdev)[pix].to(torch.float64)
+        Wp = torch.as_tensor(kf.weight.astype(np.float32).reshape(-1), device=tdev)[pix]
+        sdf = D - z[sel]
+        keep = (D > 0) & (Wp > 0) & (sdf >= -c.trunc)
+        sel, pix, sdf, Wp = sel[keep], pix[keep], sdf[keep], Wp[keep]
+        tsdf_obs = torch.clamp(sdf / c.trunc, max=1.0).to(torch.float32)
+        vi = idx[sel]
+        W_old = weight_a[vi, 0]
+        W_new = W_old + Wp
+        tsdf_a[vi, 0] = (tsdf_a[vi, 0] * W_old + tsdf_obs * Wp) / W_new
+        if c.color:
+            if kf.rgb is None:
+                rgb = torch.full((len(pix), 3), 128.0, device=tdev)
+            else:
+                rgb = torch.as_tensor(kf.rgb.reshape(-1, 3), device=tdev)[pix].to(torch.float32)
+            color_a[vi] = (color_a[vi] * W_old[:, None] + rgb * Wp[:, None]) / W_new[:, None]
+        weight_a[vi, 0] = W_new
+        return True
+
+    # ------------------------------------------------------------------ input
+
+    def _weights(self, depth: np.ndarray, conf: np.ndarray | None) -> np.ndarray:
+        """Per-pixel observation weights (float32, 0 = not integrated) from the confidence (module docstring)."""
+        c = self.config
+        valid = np.isfinite(depth) & (depth > 0) & (depth <= c.depth_max)
+        if conf is not None:
+            valid &= np.isfinite(conf)
+        if not valid.any():
+            raise ValueError("depth has no valid pixel (finite, > 0, <= depth_max, finite confidence): nothing to "
+                             "integrate")
+        if c.weight_mode == "uniform" or conf is None:
+            w = np.ones(depth.shape, np.float32)
+        else:
+            if c.weight_mode == "relative":
+                vals = conf[valid]
+                ref = float(np.percentile(vals, c.conf_percentile)) if vals.size else 0.0
+                if not ref > 0:
+                    raise ValueError(f"confidence: the {c.conf_percentile:g}th percentile of the valid pixels' "
+                                     f"confidence is {ref:g}; the 'relative' weight mode needs a positive one")
+            else:
+                ref = c.conf_ref
+            with np.errstate(invalid="ignore"):
+                w = np.clip(conf / ref, 0.0, c.w_max).astype(np.float32)
+        w = np.where(valid & (w >= c.min_obs_weight), w, 0.0).astype(np.float32)
+        return w
+
+    def _prepare(self, depth: Any, conf: Any, K: Any, c2w: Any, color: Any) -> TsdfKeyframe:
+        """Validate one keyframe's inputs and build its stored form (ValueError naming the problem)."""
+        depth = np.asarray(depth, np.float32)
+        if depth.ndim != 2 or min(depth.shape) < 2:
+            raise ValueError(f"depth must be an (H, W) array, got shape {depth.shape}")
+        if conf is not None:
+            conf = np.asarray(conf, np.float32)
+            if conf.shape != depth.shape:
+                raise ValueError(f"conf shape {conf.shape} does not match depth shape {depth.shape}")
+        K = np.asarray(K, np.float64)
+        if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+            raise ValueError(f"K must be a finite (3, 3) intrinsic matrix with positive focal lengths, got {K!r}")
+        c2w = _check_pose("c2w", c2w)
+        if color is not None:
+            color = np.asarray(color)
+            if color.shape != (*depth.shape, 3):
+                raise ValueError(f"color shape {color.shape} does not match depth shape {depth.shape} (+ 3 channels)")
+            if color.dtype != np.uint8:
+                raise ValueError(f"color must be uint8 RGB, got dtype {color.dtype}")
+        s = self.config.stride
+        if s > 1:
+            depth = depth[::s, ::s]
+            conf = None if conf is None else conf[::s, ::s]
+            color = None if color is None else color[::s, ::s]
+            K = np.diag([1.0 / s, 1.0 / s, 1.0]) @ K
+        weight = self._weights(depth, conf)
+        if not np.any(weight > 0):
+            raise ValueError("depth has no valid pixel (finite, > 0, <= depth_max, with weight >= min_obs_weight): "
+                             "nothing to integrate")
+        return TsdfKeyframe(np.where(weight > 0, depth, np.nan).astype(np.float32), weight.astype(np.float16),
+                            None if color is None or not self.config.color else np.ascontiguousarray(color),
+                            K, c2w)
+
+    # ------------------------------------------------------------------ API
+
+    def integrate(self, key: Hashable, depth: Any, conf: Any, K: Any, c2w: Any, color: Any = None) -> None:
+        """Fuse one keyframe and store it under ``key`` (new keys only).
+
+        depth (H, W) metres z-depth (NaN / inf / <= 0 = invalid); conf (H, W) confidence (higher is better; None =
+        uniform weights); K (3, 3) pixels; c2w (4, 4) OpenCV camera-to-world; color (H, W, 3) uint8 or None.
+        Raises ValueError (and changes nothing) on bad input or a key already integrated.
+        """
+        if key in self.keyframes:
+            raise ValueError(f"keyframe {key!r} is already integrated; give new poses through reintegrate()")
+        kf = self._prepare(depth, conf, K, c2w, color)
+        t0 = time.perf_counter()
+        self._fuse(kf)
+        ms = (time.perf_counter() - t0) * 1e3
+        self._timing.integrate_ms_last = ms
+        self._timing.integrate_ms_sum += ms
+        self._timing.integrations += 1
+        self.keyframes[key] = kf
+        self._enforce_store_cap()
+
+    def reintegrate(self, poses: Mapping[Hashable, Any] | None = None, strict: bool = False) -> int:
+        """Rebuild the volume from the stored keyframes, with ``poses`` (key -> (4, 4) camera-to-world) replacing
+        the stored poses of those keys (others keep theirs). Unknown keys are ignored (``strict=True``: ValueError).
+        Every pose is checked before anything changes. Returns the number of keyframes integrated."""
+        poses = dict(poses or {})
+        unknown = [k for k in poses if k not in self.keyframes]
+        if unknown and strict:
+            raise ValueError(f"reintegrate: unknown keyframe keys {unknown[:5]!r}{' ...' if len(unknown) > 5 else ''}")
+        checked = {k: _check_pose(f"pose of keyframe {k!r}", T) for k, T in poses.items() if k in self.keyframes}
+        t0 = time.perf_counter()
+        for k, T in checked.items():
+            self.keyframes[k].c2w = T
+        self._vbg = self._new_grid()
+        n = sum(self._fuse(kf) for kf in self.keyframes.values())
+        self._timing.reintegrate_ms = (time.perf_counter() - t0) * 1e3
+        self._timing.reintegrations += 1
+        return n
+
+    def extract_mesh(self) -> TsdfMesh:
+        """The zero-level surface (marching cubes over voxels with weight >= ``mesh_min_weight``)."""
+        t0 = time.perf_counter()
+        mesh = self._vbg.extract_triangle_mesh(self._o3d_weight_threshold)
+        self._timing.mesh_ms = (time.perf_counter() - t0) * 1e3
+        if "positions" not in mesh.vertex:
+            return TsdfMesh(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32),
+                            np.zeros((0, 3), np.uint8) if self.config.color else None)
+        verts = mesh.vertex.positions.cpu().numpy().astype(np.float32)
+        faces = (mesh.triangle.indices.cpu().numpy().astype(np.int32) if "indices" in mesh.triangle
+                 else np.zeros((0, 3), np.int32))
+        colors = None
+        if self.config.color and "colors" in mesh.vertex:
+            colors = self._to_uint8(mesh.vertex.colors.cpu().numpy())
+        return TsdfMesh(verts, faces, colors)
+
+    def extract_points(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Surface points (N, 3) float32 and their colours (N, 3) uint8 or None: the mesh's vertices, i.e. the
+        zero crossings on voxel edges (Open3D's ``extract_point_cloud`` misses crossings that fall exactly on a
+        voxel, e.g. a plane at a multiple of the voxel size, which marching cubes keeps)."""
+        m = self.extract_mesh()
+        return m.vertices, m.colors
+
+    @property
+    def _o3d_weight_threshold(self) -> float:
+        """Open3D keeps voxels with weight strictly above its threshold; ours is inclusive (weight >= min)."""
+        return max(float(self.config.mesh_min_weight) - 1e-6, 0.0)
+
+    @staticmethod
+    def _to_uint8(c: np.ndarray) -> np.ndarray:
+        """Extracted colours are our 0-255 means divided by 255 by Open3D; back to uint8."""
+        return np.clip(np.rint(c * 255.0), 0, 255).astype(np.uint8)
+
+    def save_mesh_ply(self, path: str) -> int:
+        """Write the mesh (vertices, faces, vertex colours) as a binary PLY; returns the vertex count."""
+        o3d = _o3d()
+        m = self.extract_mesh()
+        legacy = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(m.vertices.astype(np.float64)),
+                                           o3d.utility.Vector3iVector(m.faces))
+        if m.colors is not None and len(m.colors):
+            legacy.vertex_colors = o3d.utility.Vector3dVector(m.colors.astype(np.float64) / 255.0)
+        if not o3d.io.write_triangle_mesh(str(path), legacy, write_ascii=False):
+            raise OSError(f"could not write the TSDF mesh to {path}")
+        return len(m.vertices)
+
+    @property
+    def store_bytes(self) -> int:
+        return sum(kf.nbytes for kf in self.keyframes.values())
+
+    def _enforce_store_cap(self) -> None:
+        cap = self.config.max_store_mb * 1e6
+        while self.store_bytes > cap and self.keyframes:
+            finest = min(kf.level for kf in self.keyframes.values())
+            target = next((k for k, kf in self.keyframes.items() if kf.level == finest
+                           and kf.depth.shape[1] // 2 >= self.config.min_store_width), None)
+            if target is None:  # every keyframe is as small as allowed: drop the oldest
+                self.keyframes.popitem(last=False)
+                self.dropped_keyframes += 1
+            else:
+                self.keyframes[target] = _halve(self.keyframes[target])
+
+    def stats(self) -> dict[str, float | int | None]:
+        """Diagnostics: keyframes stored / subsampled / dropped, store MB, voxel blocks (allocated, capacity),
+        integration ms (last, mean), re-integration ms (last) and count, mesh extraction ms (last)."""
+        t = self._timing
+        hm = self._vbg.hashmap()
+        return {
+            "keyframes": len(self.keyframes),
+            "subsampled_keyframes": sum(kf.level > 0 for kf in self.keyframes.values()),
+            "dropped_keyframes": self.dropped_keyframes,
+            "store_mb": self.store_bytes / 1e6,
+            "voxel_blocks": int(hm.size()),
+            "block_capacity": int(hm.capacity()),
+            "integrate_ms_last": t.integrate_ms_last,
+            "integrate_ms_mean": t.integrate_ms_sum / t.integrations if t.integrations else None,
+            "reintegrate_ms_last": t.reintegrate_ms,
+            "reintegrations": t.reintegrations,
+            "mesh_ms_last": t.mesh_ms,
+        }
