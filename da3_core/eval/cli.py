@@ -41,7 +41,7 @@ def add_eval_parser(sub) -> argparse.ArgumentParser:
                    help="RANSAC pose alignment for reconstruction (auto: >= 10 views)")
     p.add_argument("--f1-threshold", type=float, default=0.05, help="F1 distance threshold in GT units (0.05 m)")
     p.add_argument("--max-points", type=int, default=50_000, help="cap on each cloud for the point metrics")
-    p.add_argument("--tsdf", action="store_true", help="fuse clouds with an open3d TSDF (requirements/eval.txt)")
+    p.add_argument("--tsdf", action="store_true", help="fuse clouds with an open3d TSDF")
     p.add_argument("--tsdf-voxel", type=float, default=None, help="TSDF voxel (default f1-threshold / 2.5)")
     p.add_argument("--intrinsics", default=None, help="fx,fy,cx,cy for datasets without (or to override) K")
     p.add_argument("--with-intrinsics", action="store_true", help="give the model the ground-truth intrinsics")

@@ -1,15 +1,16 @@
 """TSDF fusion of depth maps + poses into a surface point cloud (the paper's reconstruction step, §6.1).
 
-Uses open3d's ``ScalableTSDFVolume`` (``pip install -r requirements/eval.txt``: ``open3d-cpu==0.19.0``; 0.20.0's
-legacy volume returned no points in our tests). open3d is optional: :func:`open3d_available` says whether it imports,
-and :func:`import_open3d` raises :class:`TSDFUnavailable` with the fix (e.g. Debian's ``libusb-1.0-0``, which the
-open3d wheel links against). Keep ``OMP_NUM_THREADS`` low on small machines (open3d's default thread count is
+Uses open3d's legacy ``ScalableTSDFVolume`` (plain fusion, weight 1 per observation; the streaming map with
+confidence weights is :mod:`da3_core.stream.tsdf_map`). open3d is a regular dependency: ``open3d-cpu==0.19.0`` in
+``requirements/mapping.txt``, installed by ``make`` (0.20.0's legacy volume returned no points in our tests; the
+0.19.0 wheel imports on Debian 12 without extra system packages). :func:`import_open3d` raises
+:class:`TSDFUnavailable` saying how to reinstall it when it does not import (a venv built before it became a
+dependency, or a broken install). Keep ``OMP_NUM_THREADS`` low on small machines (open3d's default thread count is
 very slow on 2 cores).
 """
 
 from __future__ import annotations
 
-import ctypes.util
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,35 +21,27 @@ OPEN3D_PIN = "open3d-cpu==0.19.0"
 
 
 class TSDFUnavailable(RuntimeError):
-    """open3d (or a system library it needs) is missing; the message says how to install it."""
+    """open3d does not import (or is the wrong version); the message says how to reinstall it."""
 
 
 def import_open3d():
     """The ``open3d`` module, or :class:`TSDFUnavailable` with an actionable message."""
+    fix = (f"open3d is a regular dependency ({OPEN3D_PIN}, requirements/mapping.txt): rebuild the venv with "
+           f"`make .venv` or pip install {OPEN3D_PIN}")
     try:
         import open3d as o3d
     except ImportError as exc:
-        text = str(exc)
-        if "libusb" in text:
-            raise TSDFUnavailable(
-                f"open3d is installed but cannot load libusb-1.0 ({text}); install the system library: "
-                "sudo apt-get install libusb-1.0-0 (Debian/Ubuntu)") from exc
-        if ctypes.util.find_library("usb-1.0") is None:
-            hint = " (it also needs the system library libusb-1.0-0: sudo apt-get install libusb-1.0-0)"
-        else:
-            hint = ""
-        raise TSDFUnavailable(f"TSDF fusion needs open3d: pip install {OPEN3D_PIN} (or -r requirements/eval.txt)"
-                              f"{hint}; import failed: {text}") from exc
+        raise TSDFUnavailable(f"open3d does not import ({exc}); {fix}") from exc
     except OSError as exc:  # a shared library failing to load
-        raise TSDFUnavailable(f"open3d failed to load a shared library ({exc}); on Debian/Ubuntu: sudo apt-get "
-                              "install libusb-1.0-0") from exc
+        raise TSDFUnavailable(f"open3d failed to load a shared library ({exc}); {fix}") from exc
     if not hasattr(o3d, "pipelines") or not hasattr(o3d.pipelines.integration, "ScalableTSDFVolume"):
         raise TSDFUnavailable(f"this open3d ({getattr(o3d, '__version__', '?')}) has no "
-                              f"pipelines.integration.ScalableTSDFVolume; install {OPEN3D_PIN}")
+                              f"pipelines.integration.ScalableTSDFVolume; {fix}")
     return o3d
 
 
 def open3d_available() -> bool:
+    """Whether :func:`import_open3d` succeeds."""
     try:
         import_open3d()
     except TSDFUnavailable:
