@@ -26,7 +26,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +36,10 @@ from da3_core.stream.chaining import ChainedFrame, ChainResult, WindowChainer
 from da3_core.stream.cloud import CloudBuilder
 from da3_core.stream.drift import DriftMonitor, DriftSample
 from da3_core.stream.frame import Frame, FrameError, validate_frame
+from da3_core.stream.loop_closure import LoopCloser, LoopConfig, apply_sim3_to_pose
 from da3_core.stream.predictor import Predictor, WindowPrediction
 from da3_core.stream.rig import align_to_rig
+from da3_core.stream.submaps import SubmapStore
 from da3_core.stream.voxel_map import VoxelMap
 from da3_core.stream.window import SlidingWindow, Window
 from da3_core.stream.worker import InferenceWorker
@@ -72,6 +74,11 @@ class PipelineConfig:
     drift_min_distance_m: float = 0.05  # drift monitor: windows whose odometry moved less are not compared
     drift_reference_windows: int = 3  # drift monitor: windows that set a relative estimate's scale
     seed: int = 0
+    pose_graph: bool = False  # windows become nodes of a GTSAM pose graph (da3_core.stream.loop_closure)
+    loop_closure: bool = False  # place recognition + verified loop edges (needs pose_graph)
+    loop: LoopConfig = field(default_factory=LoopConfig)  # loop-closure knobs (its loop_closure flag is ignored)
+    submaps: bool = False  # keep map points per window, assemble the voxel map lazily (always with pose_graph)
+    submap_max_points: int = 20_000_000  # stored submap points before the oldest are thinned
 
 
 @dataclass
@@ -96,6 +103,7 @@ class WindowResult:
     rebased: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     drift: DriftSample | None = None  # odometry vs DA3 over this window (frames with known poses only)
+    loop_closed: bool = False  # a loop edge was accepted: every earlier pose and the map moved (republish them)
 
     @property
     def new_frames(self) -> list[ChainedFrame]:
@@ -126,6 +134,8 @@ class StreamPipeline:
                                      conf_percentile=cfg.chain_conf_percentile, robust=cfg.chain_robust,
                                      seed=cfg.seed, origin=cfg.map_origin)
         self.map: VoxelMap | None = None if cfg.voxel_size is None else VoxelMap(cfg.voxel_size, cfg.map_max_points)
+        self.submaps: SubmapStore | None = None  # created with the map when cfg.submaps or cfg.pose_graph
+        self.loops: LoopCloser | None = None  # created at the first window when cfg.pose_graph
         self.cloud = CloudBuilder(cfg.cloud_stride, cfg.map_stride, cfg.cloud_conf_percentile, cfg.cloud_conf_threshold,
                                   cfg.cloud_max_points, cfg.drop_sky, cfg.seed)
         self.drift = DriftMonitor(cfg.drift_min_distance_m, cfg.drift_reference_windows)
@@ -135,10 +145,12 @@ class StreamPipeline:
         self._window_lock = threading.Lock()  # the sliding window (callback thread vs reset)
         self._worker: InferenceWorker | None = None
         self._on_result: Callable[[WindowResult], None] | None = None
-        self._trajectory: dict[int, np.ndarray] = {}
-        self._depth: deque[ChainedFrame] = deque(maxlen=max(0, cfg.keep_depth_frames))
+        self._trajectory: dict[int, np.ndarray] = {}  # stamp -> chained c2w (before pose-graph corrections)
+        self._traj_window: dict[int, int] = {}  # stamp -> window index (its correction)
+        self._depth: deque[tuple[int, ChainedFrame]] = deque(maxlen=max(0, cfg.keep_depth_frames))
         self._tail: list[Frame] = []
         self._epoch = 0
+        self._loop_predict_cpu = 0.0
         self.is_metric: bool | None = None
 
     # --- synchronous (offline replay) ----------------------------------------------------------------------------
@@ -245,13 +257,21 @@ class StreamPipeline:
                 if self.map is None:
                     self.map = VoxelMap(self._auto_voxel(chain.frames), self.cfg.map_max_points)
                 on_map = cloud.on_map
-                self.map.insert(cloud.points[on_map], cloud.colors[on_map], cloud.weights[on_map])
+                if self._use_submaps:
+                    if self.submaps is None:
+                        self.submaps = SubmapStore(self.map.voxel_size, self.cfg.map_max_points,
+                                                   self.cfg.submap_max_points)
+                        self.map = self.submaps.map
+                    self.submaps.add(window.index, cloud.points[on_map], cloud.colors[on_map], cloud.weights[on_map])
+                else:
+                    self.map.insert(cloud.points[on_map], cloud.colors[on_map], cloud.weights[on_map])
             t3, c3 = time.perf_counter(), time.thread_time()
             for _, cf in new:
                 if cf.camera == 0:  # the trajectory is of the first (or only) camera
                     self._trajectory[cf.stamp_ns] = cf.c2w
+                    self._traj_window[cf.stamp_ns] = window.index
                 if self._depth.maxlen:
-                    self._depth.append(cf)
+                    self._depth.append((window.index, cf))
             self._tail = self.window.tail_of(window)
             drift = self._drift(window, pred, chain)
             self.counts["windows"] += 1
@@ -259,15 +279,70 @@ class StreamPipeline:
             self.counts["rebased"] += int(rebased)
         timings = dict(pred.timings)
         timings.update(chain.timings)
+        frames, points, transform, loop_closed = chain.frames, cloud.points, chain.transform, False
+        c_loop = time.thread_time()
+        if self.cfg.pose_graph:
+            loop = self._loop_step(window, pred, chain, epoch)
+            if loop is not None:
+                C, loop_closed, loop_timings = loop
+                timings.update(loop_timings)
+                frames, points, transform = self._corrected(C, chain.frames, cloud.points, chain.transform)
+        c_pred += self._loop_predict_cpu
+        self._loop_predict_cpu = 0.0
         timings.update(cloud_s=t2 - t1, map_s=t3 - t2, total_s=time.perf_counter() - t0, chain_cpu_s=c1 - c_chain,
-                       cloud_cpu_s=c2 - c1, map_cpu_s=c3 - c2)
-        timings["overhead_s"] = timings["total_s"] - timings.get("predict_s", 0.0)
+                       cloud_cpu_s=c2 - c1, map_cpu_s=c3 - c2, loop_cpu_s=time.thread_time() - c_loop)
+        timings["overhead_s"] = timings["total_s"] - timings.get("predict_s", 0.0) - timings.get("loop_verify_s", 0.0)
         timings["overhead_cpu_s"] = time.thread_time() - c0 - c_pred  # this thread's CPU outside predict
-        return WindowResult(window_index=window.index, frames=chain.frames, points=cloud.points, colors=cloud.colors,
-                            scale=chain.scale, transform=chain.transform, residual=chain.residual,
+        return WindowResult(window_index=window.index, frames=frames, points=points, colors=cloud.colors,
+                            scale=chain.scale, transform=transform, residual=chain.residual,
                             residual_rel=chain.residual_rel, n_correspondences=chain.n_correspondences,
                             method=chain.method, chained=chain.chained, is_metric=chain.is_metric, rebased=rebased,
-                            timings=timings, drift=drift)
+                            timings=timings, drift=drift, loop_closed=loop_closed)
+
+    @property
+    def _use_submaps(self) -> bool:
+        return self.cfg.submaps or self.cfg.pose_graph
+
+    def _loop_step(self, window: Window, pred: WindowPrediction, chain: ChainResult, epoch: int
+                   ) -> tuple[np.ndarray, bool, dict[str, float]] | None:
+        """Add the window to the pose graph (verifying loop candidates with the predictor, outside the pipeline
+        lock); returns (this window's correction, loop closed, timings) or None after a reset."""
+        with self._lock:
+            if epoch != self._epoch:
+                return None
+            if self.loops is None:
+                cfg = replace(self.cfg.loop, loop_closure=self.cfg.loop_closure)
+                self.loops = LoopCloser(self.predictor, cfg, with_scale=self.chainer._with_scale(chain.is_metric))
+            loops = self.loops
+        event = loops.add_window(window.index, window.frames, pred, chain)
+        with self._lock:
+            if epoch != self._epoch or loops is not self.loops:
+                return None
+            # verification forwards count as prediction work, not host overhead
+            self._loop_predict_cpu = sum(v.predict_cpu_s for v in event.verifications)
+            if event.loop_closed:
+                self.counts["loops_closed"] += 1
+            if self.submaps is not None:
+                self.submaps.set_corrections(loops.corrections() if event.loop_closed
+                                             else {window.index: loops.correction(window.index)})
+        timings = {"loop_detect_s": event.timings.get("detect_s", 0.0),
+                   "loop_verify_s": event.timings.get("verify_s", 0.0),
+                   "loop_optimize_s": event.timings.get("optimize_s", 0.0)}
+        return loops.correction(window.index), event.loop_closed, timings
+
+    @staticmethod
+    def _corrected(C: np.ndarray, frames: list[ChainedFrame], points: np.ndarray, transform: np.ndarray
+                   ) -> tuple[list[ChainedFrame], np.ndarray, np.ndarray]:
+        """The window's frames, cloud and transform moved by its pose-graph correction ``C``."""
+        if np.array_equal(C, np.eye(4)):
+            return frames, points, transform
+        s = float(np.cbrt(np.linalg.det(C[:3, :3])))
+        out = []
+        for cf in frames:
+            depth = cf.depth if abs(s - 1.0) < 1e-12 else (cf.depth * np.float32(s)).astype(np.float32)
+            out.append(replace(cf, c2w=apply_sim3_to_pose(C, cf.c2w), depth=depth))
+        pts = (points @ C[:3, :3].T.astype(np.float32) + C[:3, 3].astype(np.float32)).astype(np.float32)
+        return out, pts, C @ transform
 
     def _to_rig(self, window: Window, pred: WindowPrediction) -> WindowPrediction:
         """An unconditioned window of several cameras with calibrated mounts, scaled to metres and placed on the
@@ -314,9 +389,13 @@ class StreamPipeline:
             self.chainer.reset()
             if self.map is not None:
                 self.map.clear()
+            if self.submaps is not None:
+                self.submaps.clear()
             if self.cfg.voxel_size is None:
-                self.map = None
+                self.map, self.submaps = None, None
+            self.loops = None
             self._trajectory.clear()
+            self._traj_window.clear()
             self._depth.clear()
             self._tail = []
             self._epoch += 1
@@ -328,21 +407,33 @@ class StreamPipeline:
         """(reset epoch, map revision): changes whenever the map does (inserts, reset), so the map is published only
         when it moved on."""
         with self._lock:
+            if self.submaps is not None:
+                return self._epoch, self.submaps.revision
             return self._epoch, 0 if self.map is None else self.map.revision
 
     def map_snapshot(self) -> tuple[np.ndarray, np.ndarray]:
-        """(points (M, 3) float32, colors (M, 3) uint8) of the accumulated map."""
+        """(points (M, 3) float32, colors (M, 3) uint8) of the accumulated map (with submaps: assembled now from
+        the windows' points at their current pose-graph corrections)."""
         with self._lock:
+            if self.submaps is not None:
+                self.submaps.sync()
             if self.map is None:
                 return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
             return self.map.points(), self.map.colors()
 
+    def _corrections(self) -> dict[int, np.ndarray]:
+        return {} if self.loops is None else self.loops.corrections()
+
     def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
-        """(stamps_ns (N,) int64, c2w (N, 4, 4) float64) in stamp order, map frame."""
+        """(stamps_ns (N,) int64, c2w (N, 4, 4) float64) in stamp order, map frame (pose-graph corrected)."""
         with self._lock:
             stamps = sorted(self._trajectory)
-            poses = np.stack([self._trajectory[s] for s in stamps]) if stamps else np.zeros((0, 4, 4))
-            return np.asarray(stamps, dtype=np.int64), poses
+            corr = self._corrections()
+            poses = [self._trajectory[s] for s in stamps]
+            if corr:
+                poses = [P if (C := corr.get(self._traj_window[s])) is None else apply_sim3_to_pose(C, P)
+                         for s, P in zip(stamps, poses)]
+            return np.asarray(stamps, dtype=np.int64), np.stack(poses) if poses else np.zeros((0, 4, 4))
 
     def stats(self) -> dict[str, float]:
         """Flat counters for diagnostics: window gate/rejections, pipeline, worker, map size."""
@@ -350,8 +441,16 @@ class StreamPipeline:
             out: dict[str, float] = {f"window_{k}": v for k, v in self.window.counts.items()}
         with self._lock:
             out.update(self.counts)
+            if self.submaps is not None:
+                self.submaps.sync()
+                out["submaps"] = len(self.submaps)
+                out["submap_points"] = self.submaps.n_points
+                out["submap_rebuilds"] = self.submaps.n_rebuilds
             out["map_points"] = 0 if self.map is None else len(self.map)
             out["trajectory_len"] = len(self._trajectory)
+            loops = self.loops
+        if loops is not None:
+            out.update(loops.stats())
         if self._worker is not None:
             out.update({f"worker_{k}": v for k, v in self._worker.stats().items()})
         return out
@@ -367,7 +466,10 @@ class StreamPipeline:
         pts, cols = self.map_snapshot()
         stamps, poses = self.trajectory()
         with self._lock:
-            frames = list(self._depth)
+            corr = self._corrections()
+            frames = [cf if (C := corr.get(w)) is None else self._corrected(C, [cf], np.zeros((0, 3), np.float32),
+                                                                             np.eye(4))[0][0]
+                      for w, cf in self._depth]
             metric = bool(self.is_metric)
         paths = {"map": write_ply(out / "map.ply", pts, cols), "trajectory": out / "trajectory.tum",
                  "depth": out / "depth"}

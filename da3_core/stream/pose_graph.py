@@ -11,11 +11,12 @@ Relative predictions are chained with a Sim(3) per window, so the graph is over 
 ``BetweenFactorSimilarity3`` (7 tangent dimensions: rotation, translation, log-scale); metric predictions use
 ``Pose3`` / ``BetweenFactorPose3`` (6 dimensions) and keep every scale at 1. The first node is held by a tight prior
 (the gauge: it stays where the chain put it). Each edge carries a diagonal noise model built from standard deviations
-(rotation rad, translation in map units, log-scale) and, optionally, a robust kernel (Huber or Cauchy on the
-whitened error).
+(rotation rad, translation in map units, log-scale) and, on loop edges, optionally a robust kernel (Huber or
+Cauchy on the whitened error).
 
 ``add_node`` + ``add_edge`` queue new variables and factors; :meth:`PoseGraph.optimize` hands them to ISAM2 (one
-update for sequential growth, extra relinearising updates after a loop edge, until the estimate stops moving).
+update for sequential growth, reading back only the new nodes: a leaf joined by one edge does not move the others;
+after a loop edge, extra relinearising updates until the estimate stops moving, then every node is read).
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class PoseGraph:
 
     Args:
         with_scale: Sim(3) nodes (relative predictions) or SE(3) (metric).
-        robust: None, "huber" or "cauchy": the kernel applied to every edge's whitened error.
+        robust: None, "huber" or "cauchy": the kernel applied to the whitened error of loop edges (and of other
+            edges added with ``robust=True``).
         robust_k: the kernel's threshold (whitened units).
         prior_sigma: standard deviation of the first node's prior (all dimensions).
         max_loop_iterations: extra ISAM2 updates after a loop edge (stops earlier when the estimate settles).
@@ -145,15 +147,17 @@ class PoseGraph:
             self._new_factors.add(factor)
         self._estimate[key] = gtsam_to_matrix(value)
 
-    def add_edge(self, a: int, b: int, T_ab: np.ndarray, noise: EdgeNoise, loop: bool = False) -> None:
-        """A measurement of ``T_a^-1 T_b`` (4, 4) between existing nodes."""
+    def add_edge(self, a: int, b: int, T_ab: np.ndarray, noise: EdgeNoise, loop: bool = False,
+                 robust: bool | None = None) -> None:
+        """A measurement of ``T_a^-1 T_b`` (4, 4) between existing nodes. ``robust``: apply the graph's kernel
+        (default: on loop edges only; a sequential edge has no alternative path to be an outlier against)."""
         a, b = int(a), int(b)
         if a not in self._estimate or b not in self._estimate:
             raise KeyError(f"edge ({a}, {b}) needs both nodes in the graph")
         T_ab = np.asarray(T_ab, dtype=np.float64)
         if T_ab.shape != (4, 4) or not np.all(np.isfinite(T_ab)):
             raise ValueError("edge measurement must be a finite (4, 4) matrix")
-        model = self._noise(noise, _scale_of(self._estimate[a]))
+        model = self._noise(noise, _scale_of(self._estimate[a]), loop if robust is None else bool(robust))
         meas = sim3_to_gtsam(T_ab, self.with_scale)
         factor = (gtsam.BetweenFactorSimilarity3(a, b, meas, model) if self.with_scale
                   else gtsam.BetweenFactorPose3(a, b, meas, model))
@@ -172,24 +176,28 @@ class PoseGraph:
         t0 = time.perf_counter()
         if self._new_factors.size() == 0 and self._new_values.size() == 0:
             return False
+        new_keys = [int(k) for k in self._new_values.keys()]
         self._isam.update(self._new_factors, self._new_values)
         self._new_factors = gtsam.NonlinearFactorGraph()
         self._new_values = gtsam.Values()
         loop, self._pending_loop = self._pending_loop, False
         iterations = 1
-        estimate = self._isam.calculateEstimate()
-        if loop:
-            previous = self._read(estimate)
+        if loop:  # relinearise until the estimate settles, then read every node
+            previous = self._read(self._isam.calculateEstimate())
             for _ in range(self.max_loop_iterations):
                 self._isam.update()
                 iterations += 1
-                estimate = self._isam.calculateEstimate()
-                current = self._read(estimate)
+                current = self._read(self._isam.calculateEstimate())
                 moved = max(np.abs(current[k] - previous[k]).max() for k in current)
                 previous = current
                 if moved < 1e-9:
                     break
-        self._estimate = self._read(estimate)
+            self._estimate = previous
+        else:  # without a new loop edge, new leaves do not move the older nodes: read the new ones only
+            get = (self._isam.calculateEstimateSimilarity3 if self.with_scale
+                   else self._isam.calculateEstimatePose3)
+            for k in new_keys:
+                self._estimate[k] = gtsam_to_matrix(get(k))
         self.last_iterations = iterations
         self.last_optimize_s = time.perf_counter() - t0
         return loop

@@ -1,0 +1,143 @@
+"""Submaps: the map's points kept per window, re-anchored when the pose graph moves the windows. No ROS.
+
+Each window's map points are stored as they came out of chaining (the chained map frame, before any pose-graph
+correction), with colours and weights. A window's correction ``C_w`` (4, 4) Sim(3) (from
+:meth:`~da3_core.stream.loop_closure.LoopCloser.corrections`; identity without a graph) places them in the optimised
+map: ``X = C_w X_chained``.
+
+The published map is a :class:`~da3_core.stream.voxel_map.VoxelMap` assembled lazily by :meth:`SubmapStore.sync`
+(the node calls it at its map-publish rate): submaps added since the last sync are inserted with their current
+correction; when the correction of an already inserted submap changed (a loop was closed), the voxel map is rebuilt
+from every submap. Per window the streaming path only appends arrays.
+
+Memory is bounded by ``max_points`` stored points: past it, the oldest submaps lose every second point (repeatedly,
+oldest first) until the total fits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from da3_core.stream.voxel_map import VoxelMap
+
+__all__ = ["Submap", "SubmapStore"]
+
+
+@dataclass
+class Submap:
+    """One window's points: ``points`` (N, 3) float32 chained map frame, ``colors`` (N, 3) uint8, ``weights`` (N,)
+    float32; ``applied`` the correction the voxel map holds them under (None: not inserted yet)."""
+
+    key: int
+    points: np.ndarray
+    colors: np.ndarray
+    weights: np.ndarray
+    applied: np.ndarray | None = None
+
+
+def _transform(C: np.ndarray | None, pts: np.ndarray) -> np.ndarray:
+    if C is None or np.array_equal(C, np.eye(4)):
+        return pts
+    return (pts @ C[:3, :3].T.astype(np.float32) + C[:3, 3].astype(np.float32)).astype(np.float32)
+
+
+class SubmapStore:
+    """Per-window points + the lazily assembled voxel map (module docstring). Not thread-safe (the pipeline's lock
+    guards it)."""
+
+    def __init__(self, voxel_size: float, max_voxels: int = 2_000_000, max_points: int = 20_000_000,
+                 tolerance: float = 1e-7):
+        self.map = VoxelMap(voxel_size, max_voxels)
+        self.max_points = int(max_points)
+        self.tolerance = float(tolerance)
+        self.submaps: dict[int, Submap] = {}
+        self._corrections: dict[int, np.ndarray] = {}
+        self._pending: list[int] = []
+        self._dirty = False
+        self.revision = 0  # changes whenever the assembled map would change (adds, re-anchoring, clear)
+        self.n_points = 0
+        self.n_rebuilds = 0
+        self.n_thinned = 0
+
+    @property
+    def voxel_size(self) -> float:
+        return self.map.voxel_size
+
+    def __len__(self) -> int:
+        return len(self.submaps)
+
+    def clear(self) -> None:
+        self.submaps.clear()
+        self._corrections.clear()
+        self._pending.clear()
+        self._dirty = False
+        self.map.clear()
+        self.n_points = 0
+        self.revision += 1
+
+    def add(self, key: int, points: np.ndarray, colors: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Store window ``key``'s points (chained map frame); a key seen before replaces its points."""
+        pts = np.asarray(points, dtype=np.float32).reshape(-1, 3)
+        cols = np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
+        w = np.ones(len(pts), np.float32) if weights is None else np.asarray(weights, np.float32).reshape(-1)
+        if len(cols) != len(pts) or len(w) != len(pts):
+            raise ValueError(f"submap {key}: points {pts.shape}, colors {cols.shape}, weights {w.shape}")
+        key = int(key)
+        if key in self.submaps:
+            self.n_points -= len(self.submaps[key].points)
+            self._dirty = True
+        self.submaps[key] = Submap(key, pts.copy(), cols.copy(), w.copy())
+        self.n_points += len(pts)
+        self._pending.append(key)
+        self.revision += 1
+        if self.n_points > self.max_points:
+            self._thin()
+
+    def _thin(self) -> None:
+        for key in sorted(self.submaps):
+            if self.n_points <= self.max_points:
+                return
+            sm = self.submaps[key]
+            if len(sm.points) < 2:
+                continue
+            n0 = len(sm.points)
+            sm.points, sm.colors, sm.weights = sm.points[::2], sm.colors[::2], sm.weights[::2]
+            self.n_points -= n0 - len(sm.points)
+            self.n_thinned += n0 - len(sm.points)
+            if sm.applied is not None:
+                self._dirty = True  # the voxel map still holds the dropped points
+
+    def set_corrections(self, corrections: dict[int, np.ndarray]) -> None:
+        """New per-window corrections; an inserted submap whose correction moved makes the next sync rebuild."""
+        for key, C in corrections.items():
+            self._corrections[int(key)] = C
+            sm = self.submaps.get(int(key))
+            if sm is not None and sm.applied is not None and \
+                    np.abs(C - sm.applied).max() > self.tolerance * max(1.0, float(np.abs(C).max())):
+                if not self._dirty:
+                    self.revision += 1
+                self._dirty = True
+
+    @property
+    def stale(self) -> bool:
+        """The voxel map lags the submaps (a sync would change it)."""
+        return self._dirty or bool(self._pending)
+
+    def sync(self) -> VoxelMap:
+        """Bring the voxel map up to date (insert pending submaps, or rebuild all after a re-anchoring)."""
+        if self._dirty:
+            self.map.clear()
+            keys = sorted(self.submaps)
+            self.n_rebuilds += 1
+        else:
+            keys = [k for k in self._pending if k in self.submaps]
+        for k in keys:
+            sm = self.submaps[k]
+            C = self._corrections.get(k)
+            self.map.insert(_transform(C, sm.points), sm.colors, sm.weights)
+            sm.applied = np.eye(4) if C is None else C.copy()
+        self._pending.clear()
+        self._dirty = False
+        return self.map
