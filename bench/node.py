@@ -1,5 +1,10 @@
 """End-to-end benchmark of the reconstruct node: ``python bench/node.py [--rate 10] [--frames 300] [--size 504x378]``.
 
+Soak: ``python bench/node.py --rate 30 --frames 60 --repeat 300`` streams 18,000 frames (10 minutes at 30 Hz): the 60
+distinct frames are rendered once and played ``--repeat`` times with increasing stamps (the node's oracle parses the
+same ``repeat`` spec, so its renders are cached too); the table adds the RSS growth over the second half of the run
+(target <= 5 %) and the latency p50 / p95 of each tenth of the run (flat = no backlog building up).
+
 Starts the real reconstruct node (``da3_ros.reconstruct_node.main``) as a subprocess, feeds it a rendered synthetic
 sequence from an in-process publisher at ``--rate`` Hz, listens to its outputs in-process and prints one table:
 
@@ -261,7 +266,8 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=10.0, help="input frame rate (Hz)")
-    ap.add_argument("--frames", type=int, default=300, help="frames to publish")
+    ap.add_argument("--frames", type=int, default=300, help="distinct frames to render and publish")
+    ap.add_argument("--repeat", type=int, default=1, help="play the frames this many times (soak runs)")
     ap.add_argument("--size", default="504x378", help="image size WxH")
     ap.add_argument("--kind", default="room", help="synthetic scene kind")
     ap.add_argument("--seed", type=int, default=0)
@@ -303,7 +309,7 @@ def main() -> int:
     # frame i is due (and stamped) at wall time t0 + i / rate; the node's oracle parses the same spec
     t0 = math.floor(time.time() + startup) + 0.5
     spec = (f"kind={args.kind},seed={args.seed},frames={args.frames},size={width}x{height},fps={args.rate!r},"
-            f"t0={t0:.3f}")
+            f"t0={t0:.3f},repeat={args.repeat}")
     params = {"predictor": args.predictor, "input_qos": args.input_qos, "window_size": str(args.window_size),
               "overlap": str(args.overlap)}
     if args.predictor == "oracle":
@@ -328,7 +334,8 @@ def main() -> int:
     node_proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
     pid = node_proc.pid
 
-    print(f"bench/node.py: {args.predictor} predictor, {args.frames} frames {width}x{height} at {args.rate:g} Hz, "
+    print(f"bench/node.py: {args.predictor} predictor, {args.frames} frames x {args.repeat} {width}x{height} at "
+          f"{args.rate:g} Hz, "
           f"window {args.window_size} (overlap {args.overlap}), ROS_DOMAIN_ID={domain}, node pid {pid}", flush=True)
 
     # render while the node starts
@@ -337,9 +344,10 @@ def main() -> int:
     seq = SyntheticSequence.from_spec(spec)
     r0 = time.perf_counter()
     frames = []
-    for i in range(len(seq)):
+    for i in range(args.frames):  # the distinct frames; frame i shows frames[i % args.frames]
         f = seq.frame(i)
         frames.append((f.rgb.tobytes(), f.K.copy()))
+    n_total = len(seq)
     render_s = time.perf_counter() - r0
 
     import rclpy
@@ -424,7 +432,7 @@ def main() -> int:
     if first:
         print(f"warning: node start-up took {t_ready - t_launch:.1f} s, more than --startup-s {startup:g}; "
               f"skipping the first {first} frames", flush=True)
-    if first >= args.frames - args.window_size:
+    if first >= n_total - args.window_size:
         return fail("too few frames left after start-up; raise --startup-s")
 
     rss: list[tuple[int, int, float]] = [(0, 0, proc_rss_mb(pid))]  # (frames in, depth out, MB)
@@ -432,13 +440,13 @@ def main() -> int:
     n_pub = 0
     cpu0 = proc_cpu_s(pid)
     t_first_due = seq.stamp_ns(first) / 1e9
-    for i in range(first, args.frames):
+    for i in range(first, n_total):
         stamp_ns = seq.stamp_ns(i)
         delay = stamp_ns / 1e9 - time.time()
         if delay > 0:
             time.sleep(delay)
         header = Header(stamp=ns_to_stamp(stamp_ns), frame_id="camera_optical_frame")
-        rgb, K = frames[i]
+        rgb, K = frames[seq.pose_index(i)]
         pub_info.publish(make_camera_info(K, width, height, header))
         pub_img.publish(Image(header=header, height=height, width=width, encoding="rgb8", is_bigendian=0,
                               step=3 * width, data=rgb))
@@ -497,7 +505,7 @@ def main() -> int:
         pack_rows.append((n, n / pc.best_time(xyz, col, Header(frame_id="map"), 5) / 1e6,
                           n / pc.best_time(holes, col, Header(frame_id="map"), 5) / 1e6))
 
-    stamp_to_i = {seq.stamp_ns(i): i for i in range(args.frames)}
+    stamp_to_i = {seq.stamp_ns(i): i for i in range(n_total)}
     # --- report -----------------------------------------------------------------------------------------------------
     lat = np.array([(rx - st) / 1e9 for st, rx in depth_rx])
     newest_lat = [(w["rx"] - w["stamp"]) / 1e9 for w in windows]
@@ -638,12 +646,20 @@ def main() -> int:
     for n, ok, nan in pack_rows:
         row(f"PointCloud2 packing {n:,} points", f"{ok:8.1f} M pts/s",
             f"{nan:.1f} M pts/s with 10 % NaN (bench/pointcloud.py timing, best of 5; target >= 50)")
-    rss_text = ", ".join(f"{fi}:{mb:.0f}" for fi, _, mb in rss)
+    shown = rss if len(rss) <= 24 else [rss[int(k)] for k in np.linspace(0, len(rss) - 1, 24)]
+    rss_text = ", ".join(f"{fi}:{mb:.0f}" for fi, _, mb in shown)
     row("node RSS (frames in: MB)", f"{rss[-1][2]:8.0f} MB", rss_text)
     if len(rss) >= 4:
         mid = rss[len(rss) // 2][2]
+        summary["rss_growth_2nd_half_pct"] = 100 * (rss[-1][2] - mid) / mid
         row("  RSS growth, 2nd half of the run", f"{rss[-1][2] - mid:+8.0f} MB",
-            f"first half {mid - rss[0][2]:+.0f} MB")
+            f"{summary['rss_growth_2nd_half_pct']:+.1f} % (target <= 5 %); first half {mid - rss[0][2]:+.0f} MB")
+    if len(lat) >= 20:  # latency by tenth of the run (receive order): a backlog shows as a rising p95
+        tenths = np.array_split(lat, 10)
+        summary["latency_p95_first_tenth_ms"] = 1e3 * pct(tenths[0], 95)
+        summary["latency_p95_last_tenth_ms"] = 1e3 * pct(tenths[-1], 95)
+        row("latency p50 / p95 by tenth of the run", "", "  ".join(f"{1e3 * pct(t, 50):.0f}/{1e3 * pct(t, 95):.0f}"
+                                                                   for t in tenths) + " ms")
     if diag_last:
         keys = ("frames_in", "frames_out", "windows_out", "worker_dropped", "map_points", "trajectory_len",
                 "rejected_unexpected", "inference_errors", "publish_errors")
