@@ -115,6 +115,29 @@ PARAMS: tuple[Param, ...] = (
     Param("cloud_conf_percentile", 30.0, "window cloud keeps pixels above this confidence percentile",
           range=(0.0, 100.0)),
     Param("cloud_stride", 2, "pixel stride of the window cloud", range=(1, 16)),
+    # long runs: pose graph, loop closure, submaps (da3_core.stream.loop_closure)
+    Param("pose_graph", True, "windows become nodes of a GTSAM pose graph (Sim(3) for relative predictions, SE(3) "
+          "for metric), optimised incrementally; needed by loop_closure; off = plain window-to-window chaining"),
+    Param("loop_closure", True, "place recognition (pooled backbone tokens, or an image descriptor for the oracle), "
+          "verification by a window over both places, loop edges in the pose graph; after a closed loop TF, path and "
+          "map are re-anchored (needs pose_graph)"),
+    Param("submaps", True, "keep map points per window and assemble the map cloud at map_publish_rate_hz (always on "
+          "with pose_graph: the map moves with the graph); off = one voxel-map insert per window"),
+    Param("loop_min_similarity", 0.9, "loop closure: least descriptor cosine similarity of a candidate",
+          range=(-1.0, 1.0)),
+    Param("loop_min_gap_windows", 5, "loop closure: candidates are at least this many windows older than the query "
+          "(the temporal window: neighbours always look alike)", range=(1, 100000)),
+    Param("loop_top_k", 1, "loop closure: candidates verified per window (each costs one network window)",
+          range=(1, 10)),
+    Param("loop_min_inlier_ratio", 0.3, "loop closure verification: least fraction of the candidate anchor's pixels "
+          "seen in the query anchor at a consistent depth", range=(0.0, 1.0)),
+    Param("loop_max_depth_residual", 0.05, "loop closure verification: largest median relative disagreement between "
+          "a place's stored depth and its depth in the joint window (after one scale)", range=(0.0, 1.0)),
+    Param("loop_cooldown_windows", 2, "loop closure: windows after an accepted loop that search no candidates",
+          range=(0, 100000)),
+    Param("loop_max_places", 2000, "loop closure: places kept (older ones are thinned past this; each holds "
+          "place frames' images)", range=(10, 1_000_000)),
+    Param("pose_graph_robust", "huber", "robust kernel on loop edges", choices=("huber", "cauchy", "none")),
     Param("path_max_poses", 2000, "most poses in a 'path' message: a longer path is thinned evenly (the newest pose "
           "always in it; 0 = every pose); the full trajectory is in save_map's trajectory.tum", range=(0, 1_000_000)),
     Param("executor", "events", "rclpy executor for subscriptions, timers and services: 'events' (rclpy's C++ events "
@@ -296,7 +319,21 @@ def pipeline_config(values: dict[str, Any]):
                           min_motion=v["min_motion"], voxel_size=v["voxel_size"] or None,
                           map_max_points=v["map_max_points"], cloud_conf_percentile=v["cloud_conf_percentile"],
                           cloud_stride=v["cloud_stride"], max_pending_windows=v["max_pending_windows"],
-                          map_origin="first_pose" if uses_tf(v) else "first_camera")
+                          map_origin="first_pose" if uses_tf(v) else "first_camera",
+                          pose_graph=v["pose_graph"], loop_closure=v["pose_graph"] and v["loop_closure"],
+                          submaps=v["submaps"], loop=loop_config(v))
+
+
+def loop_config(values: dict[str, Any]):
+    """Loop-closure knobs from parameter values."""
+    from da3_core.stream.loop_closure import LoopConfig
+
+    v = values
+    return LoopConfig(loop_closure=v["loop_closure"], min_similarity=v["loop_min_similarity"],
+                      min_gap_windows=v["loop_min_gap_windows"], top_k=v["loop_top_k"],
+                      min_inlier_ratio=v["loop_min_inlier_ratio"], max_depth_residual=v["loop_max_depth_residual"],
+                      cooldown_windows=v["loop_cooldown_windows"], max_places=v["loop_max_places"],
+                      robust=None if v["pose_graph_robust"] == "none" else v["pose_graph_robust"])
 
 
 def uses_tf(values: dict[str, Any]) -> bool:

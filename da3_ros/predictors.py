@@ -94,7 +94,8 @@ def make_predictor(values: dict[str, Any]) -> tuple[Any, str, str]:
         return oracle, f"geometry oracle ({text}, {mode})", "oracle"
     model, source = load_model(values["weights"], values["variant"], values["device"], **backend_options(values))
     pred = DA3Predictor(model, process_res=values["process_res"], ref_view=values["ref_view"],
-                        use_ray_pose=values["use_ray_pose"])
+                        use_ray_pose=values["use_ray_pose"],
+                        descriptors=bool(values.get("pose_graph")) and bool(values.get("loop_closure")))
     warmed = warm_up(model, values, conditioned=bool(values["pose_source_frame"]))
     text = f"{model!r} from {source}" + (f"; {warmed}" if warmed else "")
     return pred, text, str(getattr(model, "variant", "") or "")

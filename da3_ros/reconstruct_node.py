@@ -2,8 +2,12 @@
 
 Images (and CameraInfo, paired by stamp) become frames; a sliding window of frames goes to one inference worker
 thread (latest wins when it is busy, drops counted); each window's cameras are chained into the ``map`` frame and its
-points are added to a voxel map. All outputs carry the source image's stamp. The pipeline itself is ROS-free
-(:mod:`da3_core.stream`); this node converts messages, declares parameters and publishes.
+points are added to a voxel map (with ``submaps`` / ``pose_graph``: kept per window, the map cloud assembled at the
+map-publish rate). With ``pose_graph`` and ``loop_closure`` (:mod:`da3_core.stream.loop_closure`) windows are
+nodes of a pose graph; when a loop is closed, the window's TF and poses already carry the new correction, the path
+is re-anchored at once and the map cloud on its next publish. All outputs carry the source image's stamp. The
+pipeline itself is ROS-free (:mod:`da3_core.stream`); this node converts messages, declares parameters and
+publishes.
 
 Topics (relative: remap them): in ``image`` (or ``image/compressed``), ``camera_info``; out ``depth`` (32FC1,
 REP-118, NaN invalid), ``confidence``, ``depth/camera_info``, ``pose``, ``path``, ``window_cloud``, ``map_cloud``,
@@ -52,6 +56,7 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
 from da3_core.stream.frame import Frame, FrameError
+from da3_core.stream.loop_closure import PublishedPoses
 from da3_core.stream.pipeline import StreamPipeline, WindowResult
 from da3_core.stream.tf_tree import MapTfPlanner, TfOutputs
 from da3_ros.camera_io import CameraIO
@@ -136,6 +141,7 @@ class ReconstructNode(Node):
         # the oldest of them before a subscriber acknowledged them
         out, self.map_frame = _qos(True, max(5, v["window_size"])), v["map_frame"]
         self.path = PathTrail(self.map_frame, v["path_max_poses"])
+        self._path_poses = PublishedPoses()  # what the path holds, re-anchored after a closed loop
         self._map_revision: tuple[int, int] | None = None
         self.pub_pose = self.create_publisher(PoseStamped, "pose", _qos(True, max(10, v["window_size"])))
         self.pub_path = self.create_publisher(PathMsg, "path", _qos(True, 1, latched=True))
@@ -261,7 +267,14 @@ class ReconstructNode(Node):
             if len(res.points):
                 self._publish(self.pub_window_cloud, points_to_pointcloud2(res.points, res.colors, last))
             with self._tf_lock:  # the path: the poses of the first camera present (a new pose frame starts anew)
+                if plan.pose_child != self.path.child:
+                    self._path_poses.clear()
                 self.path.add(plan.pose_child, poses)
+                if res.correction is not None:
+                    for stamp, T in plan.poses:
+                        self._path_poses.record(stamp, res.window_index, res.correction, T)
+                if res.loop_closed:
+                    self._reanchor_path()
                 path = self.path.message()
             self._publish(self.pub_path, path)
             worker = self.pipeline.worker
@@ -273,6 +286,15 @@ class ReconstructNode(Node):
         with self._lock:
             self.counts["windows_out"] += 1
             self.counts["frames_out"] += len(new)
+
+    def _reanchor_path(self) -> None:
+        """After a closed loop: every path pose moves with its window's new correction (call with the TF lock)."""
+        moved = self._path_poses.reanchor(self.pipeline.corrections())
+        self.path.add(self.path.child, [(stamp, c2w_to_pose_stamped(T, Header(stamp=ns_to_stamp(stamp),
+                                                                               frame_id=self.map_frame)))
+                                        for stamp, T in moved])
+        with self._lock:
+            self.counts["path_reanchored"] += 1
 
     def _plan_tf(self, new: list) -> TfOutputs:
         """map -> odom (robot) or map -> camera, and the poses of base_link or the camera, for delivered frames. The
@@ -328,6 +350,7 @@ class ReconstructNode(Node):
             counts.update(self.tf_plan.counts)
             tf_mode, tf_root = self.tf_plan.mode, self.tf_plan.root
         stats = self.pipeline.stats()
+        stats.update({k: round(v, 3) for k, v in self.pipeline.loop_timings().items()})
         drift = self.pipeline.drift.latest
         if drift is not None:  # the newest window's odometry check and the worst slip so far
             counts.update(drift_slip=f"{drift.slip:.4f}", drift_rotation_deg=f"{drift.rotation_drift_deg:.3f}",
@@ -356,6 +379,7 @@ class ReconstructNode(Node):
         with self._tf_lock:
             self.tf_plan.reset()
             self.path.clear()
+            self._path_poses.clear()
         response.success, response.message = True, "window, chain, map and trajectory cleared"
         return response
 

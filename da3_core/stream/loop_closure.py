@@ -42,7 +42,7 @@ from da3_core.stream.place_recognition import Candidate, PlaceDatabase, image_de
 from da3_core.stream.pose_graph import EdgeNoise, PoseGraph
 from da3_core.stream.predictor import Predictor, WindowPrediction
 
-__all__ = ["LoopConfig", "Place", "Verification", "LoopCloser", "apply_sim3_to_pose"]
+__all__ = ["LoopConfig", "Place", "Verification", "LoopCloser", "PublishedPoses", "apply_sim3_to_pose"]
 
 
 @dataclass
@@ -52,6 +52,7 @@ class LoopConfig:
 
     loop_closure: bool = True
     min_similarity: float = 0.9
+    centre_descriptors: bool = True  # compare descriptors minus the stored mean (place_recognition.PlaceDatabase)
     min_gap_windows: int = 5
     top_k: int = 1
     place_frames: int = 2
@@ -208,7 +209,7 @@ class LoopCloser:
         self.cfg = cfg = config or LoopConfig()
         self.predictor = predictor
         self.graph = PoseGraph(with_scale=with_scale, robust=cfg.robust)
-        self.db = PlaceDatabase(cfg.min_similarity, cfg.min_gap_windows, cfg.top_k)
+        self.db = PlaceDatabase(cfg.min_similarity, cfg.min_gap_windows, cfg.top_k, cfg.centre_descriptors)
         self.places: dict[int, Place] = {}
         self.counts: Counter[str] = Counter()
         self._chained: dict[int, np.ndarray] = {}  # window -> its chained transform (window -> chained map)
@@ -430,14 +431,50 @@ class LoopCloser:
             return np.eye(4) if C is None else C.copy()
 
     def stats(self) -> dict[str, float]:
-        """Counters plus graph size and the last window's timings (ms)."""
+        """Counters and graph size (deterministic for a deterministic stream)."""
         with self._lock:
             out: dict[str, float] = {f"loop_{k}": v for k, v in self.counts.items()}
             out["graph_nodes"] = len(self.graph)
             out["graph_loop_edges"] = self.graph.n_loops
             out["graph_sequential_edges"] = self.graph.n_sequential
-            out["graph_optimize_ms"] = 1000.0 * self.graph.last_optimize_s
-            out["graph_optimize_max_ms"] = 1000.0 * self.max_optimize_s
-            for k, v in self.last_timings.items():
-                out[f"loop_{k[:-2]}_ms"] = 1000.0 * v
         return out
+
+    def timing_stats(self) -> dict[str, float]:
+        """The last window's detection / verification / optimisation times and the slowest optimisation (ms)."""
+        with self._lock:
+            out = {"graph_optimize_ms": 1000.0 * self.graph.last_optimize_s,
+                   "graph_optimize_max_ms": 1000.0 * self.max_optimize_s}
+            out.update({f"loop_{k[:-2]}_ms": 1000.0 * v for k, v in self.last_timings.items()})
+        return out
+
+
+class PublishedPoses:
+    """Poses already published (e.g. a path), each with its window and the correction it was published under, so
+    that after a closed loop they can be moved to the new corrections: ``P_new = (C_new C_published^-1) P``
+    (:func:`apply_sim3_to_pose`)."""
+
+    def __init__(self) -> None:
+        self._poses: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}  # stamp -> (window, C, pose)
+
+    def __len__(self) -> int:
+        return len(self._poses)
+
+    def clear(self) -> None:
+        self._poses.clear()
+
+    def record(self, stamp_ns: int, window: int, correction: np.ndarray, pose: np.ndarray) -> None:
+        self._poses[int(stamp_ns)] = (int(window), np.asarray(correction, np.float64), np.asarray(pose, np.float64))
+
+    def reanchor(self, corrections: dict[int, np.ndarray], tolerance: float = 1e-9) -> list[tuple[int, np.ndarray]]:
+        """Move every recorded pose whose window's correction changed; returns the moved ``[(stamp, pose)]`` in
+        stamp order (and records them under the new corrections)."""
+        moved = []
+        for stamp in sorted(self._poses):
+            w, C_old, P = self._poses[stamp]
+            C_new = corrections.get(w)
+            if C_new is None or np.abs(C_new - C_old).max() <= tolerance * max(1.0, float(np.abs(C_new).max())):
+                continue
+            P_new = apply_sim3_to_pose(C_new @ np.linalg.inv(C_old), P)
+            self._poses[stamp] = (w, C_new.copy(), P_new)
+            moved.append((stamp, P_new))
+        return moved

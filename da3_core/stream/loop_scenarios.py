@@ -149,5 +149,6 @@ def run_sequence(seq: Sequence, pose_graph: bool, loop_closure: bool, scale_per_
     gt = np.stack([seq.truth[int(s)][1] for s in stamps])
     ate = absolute_trajectory_error(invert_rigid(c2w), gt, with_scale=True).ate_rmse
     st = pipe.stats()
+    st.update(pipe.loop_timings())
     return RunSummary(seq.name, float(ate), int(st.get("loop_accepted", 0)), int(st.get("loop_rejected", 0)),
                       int(st.get("loop_candidates", 0)), closed, st)

@@ -104,6 +104,7 @@ class WindowResult:
     timings: dict[str, float] = field(default_factory=dict)
     drift: DriftSample | None = None  # odometry vs DA3 over this window (frames with known poses only)
     loop_closed: bool = False  # a loop edge was accepted: every earlier pose and the map moved (republish them)
+    correction: np.ndarray | None = None  # (4, 4) pose-graph correction applied to frames / points (None: no graph)
 
     @property
     def new_frames(self) -> list[ChainedFrame]:
@@ -279,13 +280,14 @@ class StreamPipeline:
             self.counts["rebased"] += int(rebased)
         timings = dict(pred.timings)
         timings.update(chain.timings)
-        frames, points, transform, loop_closed = chain.frames, cloud.points, chain.transform, False
+        frames, points, transform, loop_closed, correction = chain.frames, cloud.points, chain.transform, False, None
         c_loop = time.thread_time()
         if self.cfg.pose_graph:
             loop = self._loop_step(window, pred, chain, epoch)
             if loop is not None:
                 C, loop_closed, loop_timings = loop
                 timings.update(loop_timings)
+                correction = C
                 frames, points, transform = self._corrected(C, chain.frames, cloud.points, chain.transform)
         c_pred += self._loop_predict_cpu
         self._loop_predict_cpu = 0.0
@@ -297,7 +299,7 @@ class StreamPipeline:
                             scale=chain.scale, transform=transform, residual=chain.residual,
                             residual_rel=chain.residual_rel, n_correspondences=chain.n_correspondences,
                             method=chain.method, chained=chain.chained, is_metric=chain.is_metric, rebased=rebased,
-                            timings=timings, drift=drift, loop_closed=loop_closed)
+                            timings=timings, drift=drift, loop_closed=loop_closed, correction=correction)
 
     @property
     def _use_submaps(self) -> bool:
@@ -424,6 +426,11 @@ class StreamPipeline:
     def _corrections(self) -> dict[int, np.ndarray]:
         return {} if self.loops is None else self.loops.corrections()
 
+    def corrections(self) -> dict[int, np.ndarray]:
+        """window -> (4, 4) current pose-graph correction (chained map -> optimised map); empty without a graph."""
+        with self._lock:
+            return self._corrections()
+
     def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
         """(stamps_ns (N,) int64, c2w (N, 4, 4) float64) in stamp order, map frame (pose-graph corrected)."""
         with self._lock:
@@ -454,6 +461,11 @@ class StreamPipeline:
         if self._worker is not None:
             out.update({f"worker_{k}": v for k, v in self._worker.stats().items()})
         return out
+
+    def loop_timings(self) -> dict[str, float]:
+        """Pose-graph / loop-closure timings of the last window (ms; empty without a graph)."""
+        loops = self.loops
+        return {} if loops is None else loops.timing_stats()
 
     def save_outputs(self, out_dir: str | Path, depth_format: str = "npz") -> dict[str, Path]:
         """Write map.ply, trajectory.tum and depth/ (see the module docstring); returns paths by kind."""

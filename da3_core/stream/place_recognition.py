@@ -70,10 +70,13 @@ class Candidate:
 class PlaceDatabase:
     """Descriptors by place key (increasing ints). ``min_similarity``: candidates below are ignored; ``min_gap``:
     places fewer than this many keys before the query are never candidates; ``top_k``: at most this many returned,
-    most similar first."""
+    most similar first. ``centre``: compare descriptors after subtracting the mean of the stored ones (once there
+    are at least 3): pooled network tokens share a large common component (cosines of 0.99 between unrelated views
+    of the tiny network), which centring removes."""
 
-    def __init__(self, min_similarity: float = 0.9, min_gap: int = 5, top_k: int = 1):
+    def __init__(self, min_similarity: float = 0.9, min_gap: int = 5, top_k: int = 1, centre: bool = False):
         self.min_similarity, self.min_gap, self.top_k = float(min_similarity), int(min_gap), int(top_k)
+        self.centre = bool(centre)
         self.clear()
 
     def clear(self) -> None:
@@ -113,6 +116,12 @@ class PlaceDatabase:
         n = int(np.searchsorted(np.asarray(self._keys), int(key) - self.min_gap, side="right"))
         if n == 0:
             return []
-        sims = self._matrix[:n] @ d
+        rows = self._matrix[:n]
+        if self.centre and len(self._rows) >= 3:
+            mean = self._matrix.mean(axis=0)
+            rows = rows - mean
+            rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+            d = _unit(d - mean)
+        sims = rows @ d
         order = np.argsort(-sims, kind="stable")[: self.top_k]
         return [Candidate(int(key), self._keys[i], float(sims[i])) for i in order if sims[i] >= self.min_similarity]

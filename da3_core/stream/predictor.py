@@ -36,6 +36,8 @@ class WindowPrediction:
         own_w2c: (S, 4, 4) the predictor's own estimate of the cameras (in its own window frame) when ``w2c`` are the
             given poses and it has one (the oracle: the true motion), else None; ``own_is_metric``: it is in metres.
             The drift monitor compares it with the given (odometry) poses.
+        descriptors: (S, D) float32 unit place descriptors pooled from the network's backbone tokens of this forward
+            (``DA3Predictor(descriptors=True)``), else None.
     """
 
     depth: np.ndarray
@@ -48,6 +50,7 @@ class WindowPrediction:
     pose_conditioned: bool = False
     own_w2c: np.ndarray | None = None
     own_is_metric: bool = False
+    descriptors: np.ndarray | None = None
 
 
 class Predictor(Protocol):
@@ -69,11 +72,17 @@ class DA3Predictor:
     whose Sim(3) of predicted onto given centres is undefined) or exactly on one line (the API's Umeyama refuses
     them) run unconditioned.
     ``counts``: windows ``pose_conditioned`` / ``pose_unconditioned_<why>``.
+
+    ``descriptors=True`` (loop closure): a forward hook on the network's backbone keeps the last tapped layer's patch
+    tokens of each view (their view-local half when the backbone concatenates local and global tokens) and
+    :func:`~da3_core.stream.place_recognition.pool_tokens` turns them into ``WindowPrediction.descriptors``; the
+    backbone restores the input view order, so row i is frame i. Backends without a torch backbone (ONNX Runtime,
+    captured graphs) give None (counted ``descriptors_unavailable``).
     """
 
     def __init__(self, model: Any, process_res: int = 504, ref_view: str = "first", use_ray_pose: bool = False,
                  use_known_intrinsics: bool = True, use_known_poses: bool = True, pose_is_metric: bool = True,
-                 min_pose_baseline: float = 0.02, **predict_kwargs: Any):
+                 min_pose_baseline: float = 0.02, descriptors: bool = False, **predict_kwargs: Any):
         self.model = model
         self.use_known_poses = bool(use_known_poses)
         self.pose_is_metric = bool(pose_is_metric)
@@ -84,6 +93,27 @@ class DA3Predictor:
         self.use_ray_pose = bool(use_ray_pose)
         self.use_known_intrinsics = bool(use_known_intrinsics)
         self.predict_kwargs = predict_kwargs
+        self._tokens: Any = None
+        self._hooked = self._hook_backbone() if descriptors else False
+
+    def _hook_backbone(self) -> bool:
+        """Register the descriptor hook on the first module of class ``Backbone``; False when there is none."""
+        network = getattr(self.model, "network", None)
+        modules = network.named_modules() if hasattr(network, "named_modules") else []
+        for _, module in modules:
+            if type(module).__name__ == "Backbone":
+                cfg = getattr(getattr(module, "pretrained", module), "cfg", None)  # the ViT's BackboneConfig
+                local_half = bool(getattr(cfg, "cat_token", False))
+
+                def keep(_module, _inputs, output, local_half=local_half):
+                    feats = output.features[-1]
+                    if local_half:
+                        feats = feats[..., : feats.shape[-1] // 2]
+                    self._tokens = feats[0].detach().float().cpu().numpy()
+
+                module.register_forward_hook(keep)
+                return True
+        return False
 
     def predict(self, frames: list[Frame]) -> WindowPrediction:
         t0 = time.perf_counter()
@@ -93,8 +123,18 @@ class DA3Predictor:
         w2c_in = self._known_poses(frames, known)
         if w2c_in is not None:  # pose-conditioned: the given poses come back, depth in their units
             kwargs.update(extrinsics=w2c_in, align_to_input_ext_scale=True)
+        self._tokens = None
         pred = self.model.predict([f.rgb for f in frames], intrinsics=K_in, process_res=self.process_res,
                                   ref_view=self.ref_view, use_ray_pose=self.use_ray_pose, **kwargs)
+        descriptors = None
+        if self._hooked:
+            tokens, self._tokens = self._tokens, None
+            if tokens is not None and len(tokens) == len(frames):
+                from da3_core.stream.place_recognition import pool_tokens
+
+                descriptors = pool_tokens(tokens)
+            else:
+                self.counts["descriptors_unavailable"] += 1
         if pred.extrinsics is None:
             raise RuntimeError("the model predicts no camera poses (mono / metric-only variant); streaming "
                                "reconstruction needs an any-view or nested model")
@@ -112,7 +152,7 @@ class DA3Predictor:
             is_metric, given = self.pose_is_metric, True  # outputs in the given poses' units and frame
         return WindowPrediction(depth=depth, conf=conf, sky=sky, w2c=w2c, K=np.asarray(K, dtype=np.float64),
                                 is_metric=is_metric, timings={"predict_s": time.perf_counter() - t0},
-                                pose_conditioned=given)
+                                pose_conditioned=given, descriptors=descriptors)
 
     def _known_poses(self, frames: list[Frame], known_K: bool) -> np.ndarray | None:
         """(S, 4, 4) float64 given w2c when the window can be pose-conditioned, else None (counted why not)."""

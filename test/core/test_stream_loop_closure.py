@@ -166,3 +166,60 @@ def test_off_switches(loop_seq):
     assert graph_only.loops is not None and graph_only.loops.counts["candidates"] == 0
     assert graph_only.stats()["graph_nodes"] == plain.stats()["windows"]
     np.testing.assert_allclose(graph_only.trajectory()[1], plain.trajectory()[1], atol=1e-9)
+
+
+def test_published_poses_follow_a_new_correction():
+    """A pose published under correction C_old moves to C_new C_old^-1 applied to it: equal to the chained pose
+    moved by C_new directly (closed form)."""
+    from da3_core.stream.loop_closure import PublishedPoses, apply_sim3_to_pose
+    from da3_core.stream.predictor import sim3_matrix
+
+    a = np.radians(30.0)
+    Rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1.0]])
+    chained = sim3_matrix(1.0, Rz.T, np.array([1.0, 2.0, 0.5]))
+    C_old, C_new = sim3_matrix(1.1, Rz, np.array([0.2, 0, 0])), sim3_matrix(0.9, Rz.T, np.array([0, -1.0, 3.0]))
+    poses = PublishedPoses()
+    poses.record(5, 3, C_old, apply_sim3_to_pose(C_old, chained))
+    poses.record(6, 4, np.eye(4), chained)
+    moved = poses.reanchor({3: C_new, 4: np.eye(4)})
+    assert [s for s, _ in moved] == [5]  # window 4's correction did not change
+    np.testing.assert_allclose(moved[0][1], apply_sim3_to_pose(C_new, chained), atol=1e-12)
+    assert poses.reanchor({3: C_new}) == []
+
+
+def test_network_descriptor_is_pooled_from_the_backbone_of_the_same_forward(loop_seq):
+    """The tiny embedded network: descriptors come out of the window's own forward (a hook on the backbone), are
+    deterministic, equal the pooled backbone tokens of a separate network call, and (a weak check of what a
+    descriptor is for, on this small model) a neighbouring view is closer than a view half a turn away."""
+    from da3_core.weights.embedded import EMBEDDED_DEFAULT, embedded_default_available
+
+    if not embedded_default_available():
+        pytest.skip("embedded default weights not present")
+    import torch
+
+    from da3_core.api import DA3
+    from da3_core.preprocess import preprocess
+    from da3_core.stream.place_recognition import pool_tokens
+    from da3_core.stream.predictor import DA3Predictor
+
+    model = DA3.from_pretrained(EMBEDDED_DEFAULT, device="cpu")
+    pred = DA3Predictor(model, process_res=140, descriptors=True)
+    n = len(loop_seq.frames)
+    frames = [loop_seq.frames[i] for i in (0, 1, n * 180 // 400, n * 200 // 400)]
+    out = pred.predict(frames)
+    again = pred.predict(frames)
+    assert out.descriptors is not None and out.descriptors.shape[0] == 4
+    np.testing.assert_array_equal(out.descriptors, again.descriptors)
+    np.testing.assert_allclose(np.linalg.norm(out.descriptors, axis=1), 1.0, atol=1e-5)
+    # independent reference: the backbone called directly on the same preprocessed window
+    pre = preprocess([f.rgb for f in frames], np.stack([f.K for f in frames]), None, 140, "upper_bound_resize")
+    backbone = next(m for m in model.network.modules() if type(m).__name__ == "Backbone")
+    with torch.inference_mode():
+        feats = backbone(pre.x, None, "first", (), 1).features[-1][0]
+    if backbone.pretrained.cfg.cat_token:  # concatenated [local, global] tokens: the view-local half
+        feats = feats[..., : feats.shape[-1] // 2]
+    np.testing.assert_allclose(out.descriptors, pool_tokens(feats.float().numpy()), atol=1e-4)
+    d = out.descriptors
+    print(f"\ntiny network descriptor cosine: neighbour {d[0] @ d[1]:.4f}, half a turn away {d[0] @ d[2]:.4f} / "
+          f"{d[0] @ d[3]:.4f}")
+    assert d[0] @ d[1] > max(d[0] @ d[2], d[0] @ d[3])
