@@ -239,7 +239,7 @@ def expected_frames_out(n_in: int, window: int, overlap: int) -> int:
 
 COMPARED = (("host_ms", "node host work, ms/frame (wall)"), ("host_cpu_ms", "node host work, ms/frame (thread CPU)"),
             ("ingest_ms", "  image in (wall)"), ("chain_ms", "  chaining (wall)"),
-            ("cloud_ms", "  window cloud (wall)"), ("map_ms", "  voxel map (wall)"),
+            ("cloud_ms", "  window cloud (wall)"), ("map_ms", "  voxel map (wall)"), ("loop_ms", "  pose graph (wall)"),
             ("publish_ms", "  publishing (wall)"),
             ("map_timer_ms", "  map cloud timer (wall)"), ("chain_cpu_ms", "  chaining (thread CPU)"),
             ("cloud_cpu_ms", "  window cloud (thread CPU)"), ("map_cpu_ms", "  voxel map (thread CPU)"),
@@ -578,16 +578,18 @@ def main() -> int:
 
         # pipeline timings of every processed window (worker thread; wall, and thread CPU where recorded)
         keys = ("predict_s", "total_s", "overhead_s", "chain_s", "cloud_s", "map_s", "overhead_cpu_s", "chain_cpu_s",
-                "cloud_cpu_s", "map_cpu_s")
+                "cloud_cpu_s", "map_cpu_s", "loop_detect_s", "loop_optimize_s", "loop_verify_s")
         tot = {k: sum(pw["timings"].get(k, 0.0) for pw in prof_windows) for k in keys}
-        other = tot["overhead_s"] - tot["chain_s"] - tot["cloud_s"] - tot["map_s"]
+        loop_host = tot["loop_detect_s"] + tot["loop_optimize_s"]  # pose graph: places, search, ISAM2 (host work)
+        other = tot["overhead_s"] - tot["chain_s"] - tot["cloud_s"] - tot["map_s"] - loop_host
         parts = {  # label -> (wall s, summary key)
             "image in (CameraIO._ingest: convert, pair, window push)": (wall("CameraIO._ingest"), "ingest_ms"),
             "CameraInfo in (CameraIO._on_info)": (wall("CameraIO._on_info"), "info_ms"),
             "pairing / TF wait timer (_poll_pairs)": (wall("_poll_pairs"), "poll_ms"),
             "chaining (pipeline chain_s)": (tot["chain_s"], "chain_ms"),
             "window cloud (pipeline cloud_s)": (tot["cloud_s"], "cloud_ms"),
-            "voxel map (pipeline map_s)": (tot["map_s"], "map_ms"),
+            "voxel map / submap store (pipeline map_s)": (tot["map_s"], "map_ms"),
+            "pose graph + loop detection (pipeline loop_detect_s + loop_optimize_s)": (loop_host, "loop_ms"),
             "rest of the pipeline (trajectory, drift, rebase)": (other, "pipeline_other_ms"),
             "publishing (_on_window)": (wall("_on_window"), "publish_ms"),
             "map cloud timer (_publish_map)": (wall("_publish_map"), "map_timer_ms"),
@@ -602,6 +604,17 @@ def main() -> int:
         row("predict_s total (network / oracle)", f"{tot['predict_s']:8.2f} s",
             f"{1e3 * tot['predict_s'] / max(1, n_frames_proc):.1f} ms per processed frame; "
             f"{100 * tot['predict_s'] / frame_budget:.1f} % of frame time")
+        if any("loop_detect_s" in pw["timings"] for pw in prof_windows):  # a node with the pose graph on
+            per_kf = 1e3 / max(1, n_frames_proc)
+            worst = max(pw["timings"].get("loop_optimize_s", 0.0) for pw in prof_windows)
+            summary["loop_detect_ms_per_keyframe"] = per_kf * tot["loop_detect_s"]
+            summary["graph_optimize_ms_per_keyframe"] = per_kf * tot["loop_optimize_s"]
+            row("loop detection per keyframe (places, descriptor search)",
+                f"{summary['loop_detect_ms_per_keyframe']:8.3f} ms", f"{1e3 * tot['loop_detect_s']:.1f} ms in all")
+            row("pose-graph optimisation per keyframe (ISAM2)", f"{summary['graph_optimize_ms_per_keyframe']:8.3f} ms",
+                f"slowest window {1e3 * worst:.2f} ms")
+            row("loop verification windows (network, not host work)", f"{tot['loop_verify_s']:8.2f} s",
+                f"{per_kf * tot['loop_verify_s']:.2f} ms per keyframe")
         cpu_of = {"ingest_ms": cpu("CameraIO._ingest"), "info_ms": cpu("CameraIO._on_info"),
                   "poll_ms": cpu("_poll_pairs"),
                   "publish_ms": cpu("_on_window"), "map_timer_ms": cpu("_publish_map"),

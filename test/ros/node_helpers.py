@@ -407,8 +407,8 @@ class FuzzPlan:
     Malformed stamps are 50 ms apart and far before the anchor (the spec's t0 must be >= 20 s).
     """
 
-    def __init__(self, node, spec: str, compressed_ns: str, qos, n_raw: int = 760, n_compressed: int = 250,
-                 n_stamp: int = 180):
+    def __init__(self, node, spec: str, compressed_ns: str, qos, n_raw: int = 6600, n_compressed: int = 3000,
+                 n_stamp: int = 360):
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
         from da3_core.data.synthetic.sequence import SyntheticSequence
@@ -555,7 +555,7 @@ def _fuzz_main(argv: list[str]) -> int:
     parser.add_argument("role", choices=["fuzz"])
     parser.add_argument("--spec", required=True)
     parser.add_argument("--summary", required=True, help="JSON file written with what was sent")
-    parser.add_argument("--rate", type=float, default=200.0, help="malformed messages per second")
+    parser.add_argument("--rate", type=float, default=1000.0, help="malformed messages per second")
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--compressed-ns", default="/b", help="namespace of the compressed-input node")
     args, _ = parser.parse_known_args(argv)  # --ros-args ... are rclpy's

@@ -1,4 +1,5 @@
-"""Robustness: >= 1,000 malformed messages over DDS, then good frames; the node survives, counts, warns (throttled).
+"""Robustness: >= 10,000 malformed messages over DDS (1,000 per second), then good frames; the node survives, counts,
+warns (throttled).
 
 Two node processes (oracle predictor, reliable input QoS so every message that is sent arrives and can be counted):
 ``reconstruct`` on raw ``image`` and ``reconstruct_b`` in namespace ``/b`` on ``image/compressed``. A fuzzer process
@@ -88,8 +89,8 @@ def test_fuzz_then_good_frames(ros_env, tmp_path):
             proc.signal(signal.SIGINT)
             assert proc.wait(10) == 0 and "Traceback" not in proc.stderr(), proc.output()
 
-    # >= 1,000 malformed messages went out and (reliable) all of them were counted
-    assert summary["malformed_total"] >= 1000, summary
+    # >= 10,000 malformed messages went out and (reliable) all of them were counted
+    assert summary["malformed_total"] >= 10_000, summary
     raw_sent, comp_sent = summary["malformed_raw_images"], summary["malformed_compressed_images"]
     margin = 0.01
     by_reason: dict[str, int] = {}
