@@ -135,8 +135,8 @@ PARAMS: tuple[Param, ...] = (
           "a place's stored depth and its depth in the joint window (after one scale)", range=(0.0, 1.0)),
     Param("loop_cooldown_windows", 2, "loop closure: windows after an accepted loop that search no candidates",
           range=(0, 100000)),
-    Param("loop_max_places", 2000, "loop closure: places kept (older ones are thinned past this; each holds "
-          "place frames' images)", range=(10, 1_000_000)),
+    Param("loop_max_places", 1000, "loop closure: places kept (older ones are thinned past this; each holds two "
+          "JPEG images and a subsampled depth map, about 0.1 MB at 504x378)", range=(10, 1_000_000)),
     Param("pose_graph_robust", "huber", "robust kernel on loop edges", choices=("huber", "cauchy", "none")),
     Param("path_max_poses", 2000, "most poses in a 'path' message: a longer path is thinned evenly (the newest pose "
           "always in it; 0 = every pose); the full trajectory is in save_map's trajectory.tum", range=(0, 1_000_000)),

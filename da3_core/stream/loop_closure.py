@@ -57,7 +57,8 @@ class LoopConfig:
     top_k: int = 1
     place_frames: int = 2
     cooldown_windows: int = 2
-    max_places: int = 2000
+    max_places: int = 1000
+    jpeg_quality: int = 95  # place images are kept JPEG-encoded (0: raw arrays)
     min_inlier_ratio: float = 0.3
     inlier_depth_tol: float = 0.05
     max_depth_residual: float = 0.05
@@ -76,14 +77,37 @@ class LoopConfig:
 
 @dataclass
 class Place:
-    """One place: ``frames`` (raw, known poses stripped; the anchor first), ``c2w`` (P, 4, 4) their poses in the
-    window's own frame, ``depth`` (H, W) float32 the anchor's depth in window units, ``descriptor`` unit vector."""
+    """One place: ``frames`` (known poses stripped; the anchor first) whose images are kept JPEG-encoded in
+    ``images`` (the frames' own ``rgb`` is then an empty (H, W, 0) array that only keeps the size), ``c2w`` (P, 4, 4)
+    their poses in the window's own frame, ``depth`` the anchor's depth in window units subsampled by ``stride``
+    (float32), ``descriptor`` unit vector."""
 
     key: int
     frames: list[Frame]
     c2w: np.ndarray
     depth: np.ndarray
     descriptor: np.ndarray
+    images: list[bytes] | None = None
+    stride: int = 1
+
+    def full_frames(self) -> list[Frame]:
+        """The place frames with their images decoded."""
+        if self.images is None:
+            return list(self.frames)
+        import cv2
+
+        out = []
+        for f, data in zip(self.frames, self.images):
+            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            out.append(replace(f, rgb=np.ascontiguousarray(bgr[..., ::-1])))
+        return out
+
+
+def _encode(rgb: np.ndarray, quality: int) -> bytes | None:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    return buf.tobytes() if ok else None
 
 
 @dataclass
@@ -141,9 +165,11 @@ def _median_depth(depth: np.ndarray) -> float:
     return float(np.median(v)) if v.size else float("nan")
 
 
-def _depth_ratio(stored: np.ndarray, joint: np.ndarray, stride: int) -> tuple[float, float]:
-    """(median of stored / joint, median |ratio / median - 1|) over pixels valid in both (NaN when none)."""
-    a, b = stored[::stride, ::stride], joint[::stride, ::stride]
+def _depth_ratio(stored: np.ndarray, joint: np.ndarray) -> tuple[float, float]:
+    """(median of stored / joint, median |ratio / median - 1|) over pixels valid in both (NaN when fewer than 10)."""
+    a, b = stored, joint
+    if a.shape != b.shape:
+        return float("nan"), float("nan")
     with np.errstate(invalid="ignore", divide="ignore"):
         ok = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
         r = a[ok] / b[ok]
@@ -319,6 +345,8 @@ class LoopCloser:
         depth = np.asarray(pred.depth[idx[0]], dtype=np.float32)
         if not np.isfinite(_median_depth(depth)):
             return None
+        stride = max(1, self.cfg.verify_stride)
+        depth = np.ascontiguousarray(depth[::stride, ::stride])
         descriptors = getattr(pred, "descriptors", None)
         if descriptors is not None:
             descriptor = np.asarray(descriptors[idx[0]], dtype=np.float32)
@@ -327,8 +355,15 @@ class LoopCloser:
             descriptor = image_descriptor(frames[idx[0]].rgb)
             self.counts["descriptor_image"] += 1
         stored = [replace(frames[i], pose_w2c=None) for i in idx]
+        images = None
+        if self.cfg.jpeg_quality > 0:
+            encoded = [_encode(f.rgb, self.cfg.jpeg_quality) for f in stored]
+            if all(e is not None for e in encoded):
+                images = encoded
+                stored = [replace(f, rgb=np.empty((*f.rgb.shape[:2], 0), np.uint8)) for f in stored]
         c2w = invert_rigid(np.asarray(pred.w2c[idx], dtype=np.float64))
-        return Place(key=key, frames=stored, c2w=c2w, depth=depth.copy(), descriptor=descriptor)
+        return Place(key=key, frames=stored, c2w=c2w, depth=depth, descriptor=descriptor, images=images,
+                     stride=stride)
 
     def _bound_places(self) -> None:
         """Past ``max_places``: forget every other place of the older half (keeps coverage, halves density)."""
@@ -353,7 +388,7 @@ class LoopCloser:
             return Verification(cand, "size_mismatch")
         c0 = time.thread_time()
         try:
-            pred = self.predictor.predict(a.frames + b.frames)
+            pred = self.predictor.predict(a.full_frames() + b.full_frames())
         except Exception:  # noqa: BLE001 - a failed verification must not end the stream
             return Verification(cand, "predict_failed", seconds=time.perf_counter() - t0,
                                 predict_cpu_s=time.thread_time() - c0)
@@ -367,8 +402,8 @@ class LoopCloser:
         ia, ib = 0, len(a.frames)
         c2w_j = invert_rigid(np.asarray(pred.w2c, dtype=np.float64))
         stride = max(1, cfg.verify_stride)
-        sa, ra = _depth_ratio(a.depth, pred.depth[ia], stride)
-        sb, rb = _depth_ratio(b.depth, pred.depth[ib], stride)
+        sa, ra = _depth_ratio(a.depth, pred.depth[ia][::a.stride, ::a.stride])
+        sb, rb = _depth_ratio(b.depth, pred.depth[ib][::b.stride, ::b.stride])
         out = Verification(cand, "accepted")
         if not (np.isfinite(sa) and np.isfinite(sb) and sa > 0 and sb > 0):
             out.reason = "no_depth"

@@ -78,7 +78,7 @@ class PipelineConfig:
     loop_closure: bool = False  # place recognition + verified loop edges (needs pose_graph)
     loop: LoopConfig = field(default_factory=LoopConfig)  # loop-closure knobs (its loop_closure flag is ignored)
     submaps: bool = False  # keep map points per window, assemble the voxel map lazily (always with pose_graph)
-    submap_max_points: int = 20_000_000  # stored submap points before the oldest are thinned
+    submap_max_points: int = 4_000_000  # stored submap points before the oldest are thinned
 
 
 @dataclass

@@ -35,6 +35,7 @@ class Submap:
     colors: np.ndarray
     weights: np.ndarray
     applied: np.ndarray | None = None
+    corners: np.ndarray | None = None  # (8, 3) corners of the points' bounding box (chained map frame)
 
 
 def _transform(C: np.ndarray | None, pts: np.ndarray) -> np.ndarray:
@@ -47,11 +48,13 @@ class SubmapStore:
     """Per-window points + the lazily assembled voxel map (module docstring). Not thread-safe (the pipeline's lock
     guards it)."""
 
-    def __init__(self, voxel_size: float, max_voxels: int = 2_000_000, max_points: int = 20_000_000,
-                 tolerance: float = 1e-7):
+    def __init__(self, voxel_size: float, max_voxels: int = 2_000_000, max_points: int = 4_000_000,
+                 move_tolerance: float | None = None):
+        """``move_tolerance``: a changed correction re-anchors an inserted submap only when it moves some corner of
+        the submap's bounding box by more than this (map units; default a quarter voxel)."""
         self.map = VoxelMap(voxel_size, max_voxels)
         self.max_points = int(max_points)
-        self.tolerance = float(tolerance)
+        self.move_tolerance = 0.25 * float(voxel_size) if move_tolerance is None else float(move_tolerance)
         self.submaps: dict[int, Submap] = {}
         self._corrections: dict[int, np.ndarray] = {}
         self._pending: list[int] = []
@@ -88,7 +91,13 @@ class SubmapStore:
         if key in self.submaps:
             self.n_points -= len(self.submaps[key].points)
             self._dirty = True
-        self.submaps[key] = Submap(key, pts.copy(), cols.copy(), w.copy())
+        corners = None
+        finite = pts[np.isfinite(pts).all(axis=1)]
+        if len(finite):
+            lo, hi = finite.min(axis=0).astype(np.float64), finite.max(axis=0).astype(np.float64)
+            corners = np.array([[(lo, hi)[i][0], (lo, hi)[j][1], (lo, hi)[k][2]]
+                                for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+        self.submaps[key] = Submap(key, pts.copy(), cols.copy(), w.copy(), corners=corners)
         self.n_points += len(pts)
         self._pending.append(key)
         self.revision += 1
@@ -110,12 +119,15 @@ class SubmapStore:
                 self._dirty = True  # the voxel map still holds the dropped points
 
     def set_corrections(self, corrections: dict[int, np.ndarray]) -> None:
-        """New per-window corrections; an inserted submap whose correction moved makes the next sync rebuild."""
+        """New per-window corrections; an inserted submap whose points they move by more than ``move_tolerance``
+        makes the next sync rebuild (smaller changes are applied at the next rebuild)."""
         for key, C in corrections.items():
             self._corrections[int(key)] = C
             sm = self.submaps.get(int(key))
-            if sm is not None and sm.applied is not None and \
-                    np.abs(C - sm.applied).max() > self.tolerance * max(1.0, float(np.abs(C).max())):
+            if sm is None or sm.applied is None or sm.corners is None:
+                continue
+            moved = (sm.corners @ C[:3, :3].T + C[:3, 3]) - (sm.corners @ sm.applied[:3, :3].T + sm.applied[:3, 3])
+            if float(np.abs(moved).max()) > self.move_tolerance:
                 if not self._dirty:
                     self.revision += 1
                 self._dirty = True

@@ -62,6 +62,9 @@ def test_a_correction_moves_exactly_its_submap():
     assert store.n_rebuilds == 1 and not np.allclose(np.sort(after, axis=0), np.sort(before, axis=0))
     store.set_corrections({0: np.eye(4), 1: C})  # unchanged: no rebuild
     assert not store.stale
+    nudge = sim3_matrix(1.0, np.eye(3), np.array([1e-4, 0.0, 0.0]))  # moves points far less than a voxel
+    store.set_corrections({0: nudge, 1: C})
+    assert not store.stale
 
 
 def test_memory_is_bounded_by_thinning_the_oldest():
