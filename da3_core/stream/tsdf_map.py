@@ -16,9 +16,10 @@ its projective signed distance ``sdf = depth(u, v) - z`` is truncated to ``tsdf 
 
     W' = W + w(u, v);   T' = (W T + w tsdf) / W';   C' = (W C + w rgb) / W'
 
-with ``w(u, v)`` from the pixel's confidence (below). The arithmetic runs in torch on the grid's own memory
-(DLPack, no copies), so the same code serves a CUDA grid where Open3D is built with CUDA (``device="cuda:0"``; the
-``open3d-cpu`` wheel we install has none, so there it is refused with a clear error). ``test_stream_tsdf_map``
+with ``w(u, v)`` from the pixel's confidence (below). The arithmetic works on the grid's own memory without copies:
+numpy on a CPU grid (single-threaded: it adds no threads to a busy machine), torch through DLPack on a CUDA grid
+where Open3D is built with CUDA (``device="cuda:0"``; the ``open3d-cpu`` wheel we install has none, so there it is
+refused with a clear error; the torch kernel is tested on CPU tensors against the numpy one). ``test_stream_tsdf_map``
 checks that this is a real weighted fusion: a corrupted patch moves the surface much less at low confidence.
 
 Confidence -> weight (:attr:`TsdfConfig.weight_mode`):
@@ -43,11 +44,19 @@ dropped (their data stay in the volume until the next re-integration, which then
 ``stats()["dropped_keyframes"]`` counts them). A re-integration uses the stored resolution, so after subsampling the
 rebuilt surface is slightly coarser than the original one.
 
-Threads: Open3D and torch use their own thread pools; set ``OMP_NUM_THREADS`` low on small machines.
+Pose changes: :meth:`TsdfMap.reintegrate` rebuilds the whole volume from the store (cost: one integration per
+keyframe); :meth:`TsdfMap.update_poses` re-fuses only the keyframes whose new pose moves one of their points by more
+than ``pose_tolerance``: each is de-integrated at its old pose (the exact inverse of the weighted mean above, up to
+float rounding) and integrated at the new one, falling back to a rebuild when most keyframes moved.
+
+Threads: every public method holds one lock, so a worker thread may run ``reintegrate`` / ``update_poses`` while
+another integrates (it waits). Open3D and torch use their own thread pools; set ``OMP_NUM_THREADS`` low on small
+machines.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
@@ -74,6 +83,9 @@ class TsdfConfig:
     stride: keyframes are subsampled by this before integration and storage (1 = full resolution).
     max_store_mb: cap on the stored keyframes (MB); min_store_width: the narrowest a stored keyframe is subsampled
     to before the oldest keyframes are dropped. color: fuse RGB (frames without colour count as mid grey).
+    pose_tolerance: :meth:`TsdfMap.update_poses` re-fuses a keyframe only when its new pose would move one of its
+    points by more than this (default ``None``: a quarter voxel). rebuild_fraction: when more than this share of the
+    keyframes moved, ``update_poses`` rebuilds the whole volume instead (de- plus re-integration costs two fusions).
     """
 
     voxel_size: float = 0.04
@@ -92,6 +104,8 @@ class TsdfConfig:
     max_store_mb: float = 512.0
     min_store_width: int = 32
     color: bool = True
+    pose_tolerance: float | None = None
+    rebuild_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.voxel_size) and self.voxel_size > 0):
@@ -112,20 +126,29 @@ class TsdfConfig:
             raise ValueError("TsdfConfig: conf_ref and w_max must be > 0, min_obs_weight and mesh_min_weight >= 0")
         if self.stride < 1 or self.min_store_width < 2 or not self.max_store_mb > 0:
             raise ValueError("TsdfConfig: stride must be >= 1, min_store_width >= 2 and max_store_mb > 0")
+        if self.pose_tolerance is None:
+            self.pose_tolerance = 0.25 * self.voxel_size
+        if not self.pose_tolerance >= 0 or not 0.0 <= self.rebuild_fraction <= 1.0:
+            raise ValueError("TsdfConfig: pose_tolerance must be >= 0 and rebuild_fraction in [0, 1]")
 
 
 @dataclass
 class TsdfKeyframe:
     """One stored keyframe: depth (h, w) float32 metres (NaN = not integrated), weight (h, w) float16 (the
     per-pixel observation weight, 0 = not integrated), rgb (h, w, 3) uint8 or None, K (3, 3) float64 of this
-    (possibly subsampled) image, c2w (4, 4) float64 OpenCV camera-to-world, level: times it was halved."""
+    (possibly subsampled) image, c2w (4, 4) float64 OpenCV camera-to-world (the pose it is fused at), radius: the
+    largest distance of its points from the camera centre (bounds how far a pose change moves them), level: times it
+    was halved, fused_level: the level of the data now in the volume (None: not in it; a keyframe subsampled after
+    its fusion cannot be de-integrated exactly)."""
 
     depth: np.ndarray
     weight: np.ndarray
     rgb: np.ndarray | None
     K: np.ndarray
     c2w: np.ndarray
+    radius: float = 0.0
     level: int = 0
+    fused_level: int | None = None
 
     @property
     def nbytes(self) -> int:
@@ -150,6 +173,9 @@ class _Timing:
     integrations: int = 0
     reintegrate_ms: float | None = None
     reintegrations: int = 0
+    update_ms: float | None = None
+    updates: int = 0
+    update_refused: int = 0
     mesh_ms: float | None = None
 
 
@@ -181,14 +207,81 @@ def _halve(kf: TsdfKeyframe) -> TsdfKeyframe:
     S = np.diag([0.5, 0.5, 1.0])
     return TsdfKeyframe(np.ascontiguousarray(kf.depth[::2, ::2]), np.ascontiguousarray(kf.weight[::2, ::2]),
                         None if kf.rgb is None else np.ascontiguousarray(kf.rgb[::2, ::2]), S @ kf.K, kf.c2w,
-                        kf.level + 1)
+                        kf.radius, kf.level + 1, kf.fused_level)
+
+
+def _motion_bound(a: np.ndarray, b: np.ndarray, radius: float) -> float:
+    """Largest displacement of a point within ``radius`` of the camera centre between camera-to-world poses a and
+    b: ``|t_b - t_a| + 2 sin(theta / 2) radius``, theta the angle of ``R_b R_a^T``."""
+    dR = b[:3, :3] @ a[:3, :3].T
+    cos = np.clip((np.trace(dR) - 1.0) / 2.0, -1.0, 1.0)
+    theta = float(np.arccos(cos))
+    return float(np.linalg.norm(b[:3, 3] - a[:3, 3]) + 2.0 * np.sin(theta / 2.0) * radius)
+
+
+class _NumpyOps:
+    """The array operations of the integration kernel on a CPU grid: numpy views of Open3D's memory (no copies).
+    numpy's elementwise and indexing operations run on the calling thread only, so integration adds no threads (torch
+    here was 20-50x slower whenever its thread pool competed with other busy processes for the cores)."""
+
+    @staticmethod
+    def view(t) -> np.ndarray:
+        return t.numpy()
+
+    @staticmethod
+    def asarray(a: np.ndarray) -> np.ndarray:
+        return a
+
+    where = staticmethod(np.where)
+
+    @staticmethod
+    def rint_int(a: np.ndarray) -> np.ndarray:
+        return np.rint(a).astype(np.int64)
+
+    @staticmethod
+    def f64(a: np.ndarray) -> np.ndarray:
+        return a.astype(np.float64)
+
+    @staticmethod
+    def f32(a: np.ndarray) -> np.ndarray:
+        return a.astype(np.float32)
+
+
+class _TorchOps:
+    """The same operations in torch on the grid's device (DLPack views of Open3D's memory), for a CUDA grid."""
+
+    def __init__(self, device: str) -> None:
+        import torch
+
+        self.torch, self.device = torch, device
+
+    def view(self, t):
+        import torch.utils.dlpack as tdl
+
+        return tdl.from_dlpack(t.to_dlpack())
+
+    def asarray(self, a: np.ndarray):
+        return self.torch.as_tensor(a, device=self.device)
+
+    def where(self, c, a, b):
+        return self.torch.where(c, a, b)
+
+    def rint_int(self, a):
+        return self.torch.round(a).long()
+
+    def f64(self, a):
+        return a.to(self.torch.float64)
+
+    def f32(self, a):
+        return a.to(self.torch.float32)
 
 
 class TsdfMap:
     """A confidence-weighted TSDF volume of keyframes that can be re-integrated with new poses.
 
-    ``integrate(key, depth, conf, K, c2w, color)`` fuses one keyframe and stores it; ``reintegrate(poses)`` rebuilds
-    the volume from the stored keyframes with updated camera-to-world poses; ``extract_mesh()`` /
+    ``integrate(key, depth, conf, K, c2w, color)`` fuses one keyframe and stores it; ``update_poses(poses)`` moves
+    keyframes to optimised camera-to-world poses (re-fusing the ones that moved), ``reintegrate(poses)`` rebuilds
+    the whole volume from the stored keyframes with updated poses; ``extract_mesh()`` /
     ``extract_points()`` / ``save_mesh_ply(path)`` read the surface; ``stats()`` gives the diagnostics.
     """
 
@@ -206,10 +299,11 @@ class TsdfMap:
             raise ValueError(f"TsdfConfig.device={config.device!r}, but this Open3D ({o3d.__version__}) has no CUDA "
                              "(the open3d-cpu wheel); use device='cpu'")
         self._device = o3d.core.Device(f"{kind.upper()}:{int(num or 0)}")
-        self._torch_device = "cpu" if kind == "cpu" else f"cuda:{int(num or 0)}"
+        self._xp: _NumpyOps | _TorchOps = _NumpyOps() if kind == "cpu" else _TorchOps(f"cuda:{int(num or 0)}")
         self.keyframes: OrderedDict[Hashable, TsdfKeyframe] = OrderedDict()
         self.dropped_keyframes = 0
         self._timing = _Timing()
+        self._lock = threading.RLock()
         self._vbg = self._new_grid()
 
     # ------------------------------------------------------------------ volume
@@ -222,26 +316,17 @@ class TsdfMap:
                                              voxel_size=float(c.voxel_size), block_resolution=int(c.block_resolution),
                                              block_count=int(c.block_count), device=self._device)
 
-    def _attr(self, name: str):
-        """Torch view (no copy) of a grid attribute, flattened to (capacity * res^3, channels)."""
-        import torch.utils.dlpack as tdl
-
-        t = tdl.from_dlpack(self._vbg.attribute(name).to_dlpack())
-        return t.reshape(-1, t.shape[-1])
-
-    def _fuse(self, kf: TsdfKeyframe) -> bool:
-        """Integrate one stored keyframe at its pose; False when it has no valid pixel (nothing changes)."""
-        import torch
-        import torch.utils.dlpack as tdl
-
+    def _fuse(self, kf: TsdfKeyframe, sign: int = 1) -> bool:
+        """Integrate (``sign`` +1) or de-integrate (-1: the exact inverse of the weighted mean, for a keyframe fused
+        before at the same pose and data) one stored keyframe at its pose; False when nothing was integrated."""
         o3d = _o3d()
         c = self.config
+        xp = self._xp
         depth0 = np.where(kf.weight > 0, kf.depth, 0.0).astype(np.float32)
         if not np.any(depth0 > 0):
             return False
         w2c = np.linalg.inv(kf.c2w)
-        dev = self._device
-        img = o3d.t.geometry.Image(o3d.core.Tensor(depth0, device=dev))
+        img = o3d.t.geometry.Image(o3d.core.Tensor(depth0, device=self._device))
         blocks = self._vbg.compute_unique_block_coordinates(
             img, o3d.core.Tensor(kf.K, o3d.core.float64), o3d.core.Tensor(w2c, o3d.core.float64), 1.0,
             float(c.depth_max), float(c.trunc / c.voxel_size))
@@ -251,45 +336,51 @@ class TsdfMap:
         _, new = hashmap.activate(blocks)  # may grow (and move) the attribute buffers: find the indices afterwards
         buf, _ = hashmap.find(blocks)
         coords, flat = self._vbg.voxel_coordinates_and_flattened_indices(buf)
-        tdev = self._torch_device
-        X = tdl.from_dlpack(coords.to_dlpack()).to(torch.float64)
-        idx = tdl.from_dlpack(flat.to_dlpack()).reshape(-1)
-        tsdf_a, weight_a, color_a = self._attr("tsdf"), self._attr("weight"), self._attr("color")
-        new_t = tdl.from_dlpack(new.to(o3d.core.uint8).to_dlpack()).reshape(-1).bool()
-        if bool(new_t.any()):  # freshly activated blocks start empty
-            nvox = c.block_resolution**3
-            fresh = idx.reshape(-1, nvox)[new_t].reshape(-1)
+        idx = xp.view(flat).reshape(-1)
+        tsdf_a, weight_a, color_a = (xp.view(self._vbg.attribute(n)).reshape(-1, ch)
+                                     for n, ch in (("tsdf", 1), ("weight", 1), ("color", 3)))
+        fresh_blocks = xp.view(new.to(o3d.core.uint8)).reshape(-1) > 0
+        if bool(fresh_blocks.any()):  # freshly activated blocks start empty
+            fresh = idx.reshape(-1, c.block_resolution**3)[fresh_blocks].reshape(-1)
             tsdf_a[fresh] = 0.0
             weight_a[fresh] = 0.0
             color_a[fresh] = 0.0
-        E = torch.as_tensor(w2c, dtype=torch.float64, device=tdev)
-        Kt = torch.as_tensor(kf.K, dtype=torch.float64, device=tdev)
-        Xc = X @ E[:3, :3].T + E[:3, 3]
-        z = Xc[:, 2]
-        zs = torch.where(z > 1e-9, z, torch.ones_like(z))
-        u = torch.round(Kt[0, 0] * Xc[:, 0] / zs + Kt[0, 1] * Xc[:, 1] / zs + Kt[0, 2]).long()
-        v = torch.round(Kt[1, 1] * Xc[:, 1] / zs + Kt[1, 2]).long()
+        X = xp.view(coords)
+        x, y, z = (xp.f64(X[:, j]) for j in range(3))
+        R, t, K = w2c[:3, :3], w2c[:3, 3], kf.K
+        # camera coordinates, written out (no BLAS call, so no extra threads)
+        xc = R[0, 0] * x + R[0, 1] * y + R[0, 2] * z + t[0]
+        yc = R[1, 0] * x + R[1, 1] * y + R[1, 2] * z + t[1]
+        zc = R[2, 0] * x + R[2, 1] * y + R[2, 2] * z + t[2]
         h, w = kf.depth.shape
-        inside = (z > 1e-9) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
-        sel = torch.nonzero(inside).reshape(-1)
-        pix = v[sel] * w + u[sel]
-        D = torch.as_tensor(depth0.reshape(-1), device=tdev)[pix].to(torch.float64)
-        Wp = torch.as_tensor(kf.weight.astype(np.float32).reshape(-1), device=tdev)[pix]
-        sdf = D - z[sel]
+        front = zc > 1e-9
+        zs = xp.where(front, zc, 1.0)
+        u = xp.rint_int((K[0, 0] * xc + K[0, 1] * yc) / zs + K[0, 2])
+        v = xp.rint_int(K[1, 1] * yc / zs + K[1, 2])
+        inside = front & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        idx, zc = idx[inside], zc[inside]
+        pix = v[inside] * w + u[inside]
+        D = xp.f64(xp.asarray(depth0.reshape(-1))[pix])
+        Wp = xp.asarray(kf.weight.astype(np.float32).reshape(-1))[pix]
+        sdf = D - zc
         keep = (D > 0) & (Wp > 0) & (sdf >= -c.trunc)
-        sel, pix, sdf, Wp = sel[keep], pix[keep], sdf[keep], Wp[keep]
-        tsdf_obs = torch.clamp(sdf / c.trunc, max=1.0).to(torch.float32)
-        vi = idx[sel]
+        vi, pix, sdf, Wp = idx[keep], pix[keep], sdf[keep], Wp[keep]
+        tsdf_obs = xp.f32((sdf / c.trunc).clip(max=1.0))
         W_old = weight_a[vi, 0]
+        Wp = Wp * float(sign)
         W_new = W_old + Wp
-        tsdf_a[vi, 0] = (tsdf_a[vi, 0] * W_old + tsdf_obs * Wp) / W_new
+        gone = W_new <= 1e-4  # de-integrated down to (rounding residue of) nothing: back to an unobserved voxel
+        W_safe = xp.where(gone, 1.0, W_new)
+        tsdf_a[vi, 0] = xp.where(gone, 0.0, (tsdf_a[vi, 0] * W_old + tsdf_obs * Wp) / W_safe)
         if c.color:
             if kf.rgb is None:
-                rgb = torch.full((len(pix), 3), 128.0, device=tdev)
+                rgb = xp.asarray(np.full((len(Wp), 3), 128.0, np.float32))
             else:
-                rgb = torch.as_tensor(kf.rgb.reshape(-1, 3), device=tdev)[pix].to(torch.float32)
-            color_a[vi] = (color_a[vi] * W_old[:, None] + rgb * Wp[:, None]) / W_new[:, None]
-        weight_a[vi, 0] = W_new
+                rgb = xp.f32(xp.asarray(kf.rgb.reshape(-1, 3))[pix])
+            mixed = (color_a[vi] * W_old[:, None] + rgb * Wp[:, None]) / W_safe[:, None]
+            color_a[vi] = xp.where(gone[:, None], 0.0, mixed)
+        weight_a[vi, 0] = xp.where(gone, 0.0, W_new)
+        kf.fused_level = kf.level if sign > 0 else None
         return True
 
     # ------------------------------------------------------------------ input
@@ -348,9 +439,14 @@ class TsdfMap:
         if not np.any(weight > 0):
             raise ValueError("depth has no valid pixel (finite, > 0, <= depth_max, with weight >= min_obs_weight): "
                              "nothing to integrate")
+        v, u = np.nonzero(weight > 0)
+        d = depth[v, u].astype(np.float64)
+        x = (u - K[0, 2] - K[0, 1] * (v - K[1, 2]) / K[1, 1]) / K[0, 0]
+        y = (v - K[1, 2]) / K[1, 1]
+        radius = float(np.max(d * np.sqrt(1.0 + x * x + y * y)))
         return TsdfKeyframe(np.where(weight > 0, depth, np.nan).astype(np.float32), weight.astype(np.float16),
                             None if color is None or not self.config.color else np.ascontiguousarray(color),
-                            K, c2w)
+                            K, c2w, radius)
 
     # ------------------------------------------------------------------ API
 
@@ -361,40 +457,88 @@ class TsdfMap:
         uniform weights); K (3, 3) pixels; c2w (4, 4) OpenCV camera-to-world; color (H, W, 3) uint8 or None.
         Raises ValueError (and changes nothing) on bad input or a key already integrated.
         """
-        if key in self.keyframes:
-            raise ValueError(f"keyframe {key!r} is already integrated; give new poses through reintegrate()")
         kf = self._prepare(depth, conf, K, c2w, color)
-        t0 = time.perf_counter()
-        self._fuse(kf)
-        ms = (time.perf_counter() - t0) * 1e3
-        self._timing.integrate_ms_last = ms
-        self._timing.integrate_ms_sum += ms
-        self._timing.integrations += 1
-        self.keyframes[key] = kf
-        self._enforce_store_cap()
+        with self._lock:
+            if key in self.keyframes:
+                raise ValueError(f"keyframe {key!r} is already integrated; give new poses through update_poses() "
+                                 "or reintegrate()")
+            t0 = time.perf_counter()
+            self._fuse(kf)
+            ms = (time.perf_counter() - t0) * 1e3
+            self._timing.integrate_ms_last = ms
+            self._timing.integrate_ms_sum += ms
+            self._timing.integrations += 1
+            self.keyframes[key] = kf
+            self._enforce_store_cap()
 
-    def reintegrate(self, poses: Mapping[Hashable, Any] | None = None, strict: bool = False) -> int:
-        """Rebuild the volume from the stored keyframes, with ``poses`` (key -> (4, 4) camera-to-world) replacing
-        the stored poses of those keys (others keep theirs). Unknown keys are ignored (``strict=True``: ValueError).
-        Every pose is checked before anything changes. Returns the number of keyframes integrated."""
+    def _checked_poses(self, poses: Mapping[Hashable, Any] | None, strict: bool, what: str) -> dict:
+        """The known keys' poses, each checked (ValueError naming the key) before anything changes."""
         poses = dict(poses or {})
         unknown = [k for k in poses if k not in self.keyframes]
         if unknown and strict:
-            raise ValueError(f"reintegrate: unknown keyframe keys {unknown[:5]!r}{' ...' if len(unknown) > 5 else ''}")
-        checked = {k: _check_pose(f"pose of keyframe {k!r}", T) for k, T in poses.items() if k in self.keyframes}
-        t0 = time.perf_counter()
-        for k, T in checked.items():
-            self.keyframes[k].c2w = T
+            raise ValueError(f"{what}: unknown keyframe keys {unknown[:5]!r}{' ...' if len(unknown) > 5 else ''}")
+        return {k: _check_pose(f"pose of keyframe {k!r}", T) for k, T in poses.items() if k in self.keyframes}
+
+    def _rebuild(self) -> int:
         self._vbg = self._new_grid()
-        n = sum(self._fuse(kf) for kf in self.keyframes.values())
-        self._timing.reintegrate_ms = (time.perf_counter() - t0) * 1e3
-        self._timing.reintegrations += 1
-        return n
+        for kf in self.keyframes.values():
+            kf.fused_level = None
+        return sum(self._fuse(kf) for kf in self.keyframes.values())
+
+    def reintegrate(self, poses: Mapping[Hashable, Any] | None = None, strict: bool = False) -> int:
+        """Rebuild the whole volume from the stored keyframes, with ``poses`` (key -> (4, 4) camera-to-world)
+        replacing the stored poses of those keys (others keep theirs). Unknown keys are ignored (``strict=True``:
+        ValueError). Every pose is checked before anything changes. Returns the number of keyframes integrated.
+        Blocks the map for ~ one integration per keyframe: call it from a worker thread on a long run."""
+        with self._lock:
+            checked = self._checked_poses(poses, strict, "reintegrate")
+            t0 = time.perf_counter()
+            for k, T in checked.items():
+                self.keyframes[k].c2w = T
+            n = self._rebuild()
+            self._timing.reintegrate_ms = (time.perf_counter() - t0) * 1e3
+            self._timing.reintegrations += 1
+            return n
+
+    def update_poses(self, poses: Mapping[Hashable, Any], strict: bool = False) -> int:
+        """Move keyframes to new camera-to-world poses after a pose-graph optimisation, re-fusing only those that
+        moved: a keyframe whose new pose would move one of its points by more than ``pose_tolerance`` is
+        de-integrated at its old pose and integrated at the new one; the others keep their old pose (so the volume
+        and the stored poses always agree, within the tolerance of the given ones). When more than
+        ``rebuild_fraction`` of the keyframes moved, or a moved keyframe was subsampled by the store cap since it was
+        fused (its old contribution cannot be removed exactly), the whole volume is rebuilt instead (every given
+        pose applied). Returns the number of keyframes (re-)fused; unknown keys as :meth:`reintegrate`."""
+        with self._lock:
+            checked = self._checked_poses(poses, strict, "update_poses")
+            t0 = time.perf_counter()
+            tol = float(self.config.pose_tolerance)
+            moved = {k: T for k, T in checked.items()
+                     if _motion_bound(self.keyframes[k].c2w, T, self.keyframes[k].radius) > tol}
+            exact = all(self.keyframes[k].fused_level == self.keyframes[k].level for k in moved)
+            if moved and (not exact or len(moved) > self.config.rebuild_fraction * len(self.keyframes)):
+                for k, T in checked.items():
+                    self.keyframes[k].c2w = T
+                n = self._rebuild()
+                self._timing.reintegrate_ms = (time.perf_counter() - t0) * 1e3
+                self._timing.reintegrations += 1
+            else:
+                for k, T in moved.items():
+                    kf = self.keyframes[k]
+                    if kf.fused_level is not None:
+                        self._fuse(kf, -1)
+                    kf.c2w = T
+                    self._fuse(kf)
+                n = len(moved)
+            self._timing.update_ms = (time.perf_counter() - t0) * 1e3
+            self._timing.updates += 1
+            self._timing.update_refused = n
+            return n
 
     def extract_mesh(self) -> TsdfMesh:
         """The zero-level surface (marching cubes over voxels with weight >= ``mesh_min_weight``)."""
         t0 = time.perf_counter()
-        mesh = self._vbg.extract_triangle_mesh(self._o3d_weight_threshold)
+        with self._lock:
+            mesh = self._vbg.extract_triangle_mesh(self._o3d_weight_threshold)
         self._timing.mesh_ms = (time.perf_counter() - t0) * 1e3
         if "positions" not in mesh.vertex:
             return TsdfMesh(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32),
@@ -438,6 +582,7 @@ class TsdfMap:
 
     @property
     def store_bytes(self) -> int:
+        """Bytes held by the stored keyframes' arrays."""
         return sum(kf.nbytes for kf in self.keyframes.values())
 
     def _enforce_store_cap(self) -> None:
@@ -454,7 +599,12 @@ class TsdfMap:
 
     def stats(self) -> dict[str, float | int | None]:
         """Diagnostics: keyframes stored / subsampled / dropped, store MB, voxel blocks (allocated, capacity),
-        integration ms (last, mean), re-integration ms (last) and count, mesh extraction ms (last)."""
+        integration ms (last, mean), full re-integration ms (last) and count, mesh extraction ms (last), pose
+        updates (count, ms of the last, keyframes it re-fused)."""
+        with self._lock:
+            return self._stats()
+
+    def _stats(self) -> dict[str, float | int | None]:
         t = self._timing
         hm = self._vbg.hashmap()
         return {
@@ -469,4 +619,7 @@ class TsdfMap:
             "reintegrate_ms_last": t.reintegrate_ms,
             "reintegrations": t.reintegrations,
             "mesh_ms_last": t.mesh_ms,
+            "pose_updates": t.updates,
+            "update_ms_last": t.update_ms,
+            "update_refused_last": t.update_refused,
         }

@@ -16,7 +16,7 @@ from da3_core.data.synthetic.paths import orbit
 from da3_core.data.synthetic.render import render
 from da3_core.data.synthetic.scene import make_scene
 from da3_core.eval.pointcloud_metrics import nearest_distances
-from da3_core.stream.tsdf_map import TsdfConfig, TsdfMap
+from da3_core.stream.tsdf_map import TsdfConfig, TsdfMap, _motion_bound, _TorchOps
 
 VOXEL = 0.05
 HW = (72, 96)
@@ -219,6 +219,58 @@ def test_reintegrate_with_corrected_poses_restores_the_surface(room):
         m.reintegrate({"nope": np.eye(4)}, strict=True)
 
 
+def test_update_poses_refuses_only_the_moved_keyframes(room):
+    """Two of five keyframes integrated at drifted poses; update_poses with all five true poses de-integrates those
+    two at their old poses and integrates them at the new ones: the surface is the one integrated with the true
+    poses from the start (up to float rounding), and the three unmoved keyframes are not touched."""
+    scene, K, frames = room
+    frames = frames[:5]
+    rng = np.random.default_rng(2)
+    true_poses = {i: f.c2w for i, f in enumerate(frames)}
+    drifted = [true_poses[0], true_poses[1], true_poses[2]] + [_perturb(true_poses[i], rng, 3.0, 0.15) for i in (3, 4)]
+    ref = TsdfMap(voxel_size=VOXEL, depth_max=6.0)
+    _integrate_all(ref, frames)
+    m = TsdfMap(voxel_size=VOXEL, depth_max=6.0)
+    _integrate_all(m, frames, drifted)
+    blocks_before = m.stats()["voxel_blocks"]
+    assert m.update_poses(true_poses) == 2
+    s = m.stats()
+    assert s["reintegrations"] == 0 and s["pose_updates"] == 1 and s["update_refused_last"] == 2
+    assert s["voxel_blocks"] >= blocks_before  # de-integrated blocks stay allocated (empty) until a rebuild
+    v_ref, v = ref.extract_mesh().vertices, m.extract_mesh().vertices
+    d = np.concatenate((nearest_distances(v, v_ref), nearest_distances(v_ref, v)))
+    assert np.quantile(d, 0.999) < 0.02 * VOXEL and d.max() < 0.5 * VOXEL
+    for i in range(5):
+        np.testing.assert_array_equal(m.keyframes[i].c2w, true_poses[i])
+    # a change below pose_tolerance (a quarter voxel of point motion) re-fuses nothing and keeps the fused pose
+    nudged = true_poses[1].copy()
+    nudged[0, 3] += 0.1 * VOXEL
+    assert m.update_poses({1: nudged}) == 0
+    np.testing.assert_array_equal(m.keyframes[1].c2w, true_poses[1])
+    # when most keyframes moved, the whole volume is rebuilt (every given pose applied)
+    moved = {i: _perturb(T, rng, 1.0, 0.05) for i, T in true_poses.items()}
+    assert m.update_poses(moved) == 5 and m.stats()["reintegrations"] == 1
+    for i in range(5):
+        np.testing.assert_array_equal(m.keyframes[i].c2w, moved[i])
+
+
+def test_motion_bound_is_the_largest_point_displacement():
+    a = np.eye(4)
+    b = np.eye(4)
+    b[:3, 3] = [0.3, 0.0, 0.4]
+    assert _motion_bound(a, b, 2.0) == pytest.approx(0.5)
+    c = np.eye(4)
+    c[:3, :3] = [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]  # 90 degrees: a point at r moves r * sqrt(2)
+    assert _motion_bound(a, c, 2.0) == pytest.approx(2.0 * np.sqrt(2.0))
+    # and no point within the radius moves further (random points, random rigid change)
+    rng = np.random.default_rng(0)
+    d = _perturb(np.eye(4), rng, 20.0, 0.3)
+    X = rng.normal(size=(2000, 3))
+    X *= (1.5 * rng.random(2000) ** (1 / 3) / np.linalg.norm(X, axis=1))[:, None]
+    moved = np.linalg.norm(X @ d[:3, :3].T + d[:3, 3] - X, axis=1)
+    assert moved.max() <= _motion_bound(np.eye(4), d, 1.5) + 1e-12
+
+
 def test_store_cap_subsamples_then_drops_the_oldest_keyframes(room):
     scene, K, frames = room
     full = HW[0] * HW[1] * 9 / 1e6  # MB per stored keyframe at full resolution
@@ -303,6 +355,36 @@ def test_bad_input_is_refused_and_changes_nothing(room):
     assert nearest_distances(after, before).max() < 1e-6
     m.integrate("k1", **good)  # the map still works
     assert m.stats()["keyframes"] == 2
+
+
+def test_torch_kernel_for_cuda_grids_matches_the_numpy_kernel(room):
+    """A CUDA grid runs the same integration through torch (DLPack views); open3d-cpu has no CUDA, so the torch
+    path is run here on CPU tensors and must give the numpy path's volume."""
+    import torch
+
+    _, _, frames = room
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        maps = []
+        for torch_path in (False, True):
+            m = TsdfMap(voxel_size=VOXEL, depth_max=6.0)
+            if torch_path:
+                m._xp = _TorchOps("cpu")
+            for i, f in enumerate(frames[:3]):
+                conf = np.linspace(0.5, 2.0, HW[0] * HW[1], dtype=np.float32).reshape(HW)
+                m.integrate(i, _depth(f), conf, f.K, f.c2w, f.rgb)
+            m.update_poses({1: _perturb(frames[1].c2w, np.random.default_rng(3), 2.0, 0.1)})
+            maps.append(m.extract_mesh())
+    finally:
+        torch.set_num_threads(threads)
+    a, b = maps
+    assert len(a.vertices) == len(b.vertices) > 1000
+    from scipy.spatial import cKDTree
+
+    dist, match = cKDTree(a.vertices).query(b.vertices)
+    assert dist.max() < 1e-5
+    assert np.abs(a.colors[match].astype(int) - b.colors).max() <= 1
 
 
 def test_config_is_validated():
