@@ -25,8 +25,9 @@ checks that this is a real weighted fusion: a corrupted patch moves the surface 
 Confidence -> weight (:attr:`TsdfConfig.weight_mode`):
 
 - ``"relative"`` (default): ``w = clip(conf / P, 0, w_max)`` with ``P`` the ``conf_percentile`` (default the
-  median) of the frame's valid confidences. Scale-free (DA3's confidence, ``1 + exp(x)``, has no fixed scale
-  across checkpoints), a typical pixel gets weight 1; a frame that is bad everywhere is not down-weighted.
+  median) of the frame's valid confidences (on an even subsample of at most ~20,000 of them). Scale-free (DA3's
+  confidence, ``1 + exp(x)``, has no fixed scale across checkpoints), a typical pixel gets weight 1; a frame that is
+  bad everywhere is not down-weighted.
 - ``"absolute"``: ``w = clip(conf / conf_ref, 0, w_max)``.
 - ``"uniform"``: ``w = 1`` on every valid pixel (plain TSDF fusion; the confidence is ignored).
 
@@ -56,6 +57,7 @@ machines.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -65,9 +67,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TsdfConfig", "TsdfKeyframe", "TsdfMap", "TsdfMesh", "WEIGHT_MODES"]
+__all__ = ["TsdfConfig", "TsdfKeyframe", "TsdfMap", "TsdfMesh", "WEIGHT_MODES", "write_mesh_ply"]
 
 WEIGHT_MODES = ("relative", "absolute", "uniform")
+_PERCENTILE_SAMPLES = 20000  # the 'relative' reference percentile is taken over at most about this many pixels
 
 
 @dataclass
@@ -175,7 +178,7 @@ class _Timing:
     reintegrations: int = 0
     update_ms: float | None = None
     updates: int = 0
-    update_refused: int = 0
+    update_keyframes: int = 0
     mesh_ms: float | None = None
 
 
@@ -217,6 +220,41 @@ def _motion_bound(a: np.ndarray, b: np.ndarray, radius: float) -> float:
     cos = np.clip((np.trace(dR) - 1.0) / 2.0, -1.0, 1.0)
     theta = float(np.arccos(cos))
     return float(np.linalg.norm(b[:3, 3] - a[:3, 3]) + 2.0 * np.sin(theta / 2.0) * radius)
+
+
+def write_mesh_ply(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray,
+                   colors: np.ndarray | None = None) -> None:
+    """Binary little-endian PLY of a triangle mesh: vertices (V, 3) float (written as float32), faces (F, 3) int
+    indices, colors (V, 3) uint8 or None. Written to ``path + '.tmp'`` and renamed, so readers never see half a file."""
+    vertices = np.asarray(vertices, np.float32).reshape(-1, 3)
+    faces = np.asarray(faces, np.int64).reshape(-1, 3)
+    if len(faces) and (faces.min() < 0 or faces.max() >= len(vertices)):
+        raise ValueError("write_mesh_ply: face indices out of range")
+    vdtype = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if colors is not None:
+        colors = np.asarray(colors, np.uint8).reshape(-1, 3)
+        if len(colors) != len(vertices):
+            raise ValueError(f"write_mesh_ply: {len(colors)} colours for {len(vertices)} vertices")
+        vdtype += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    vert = np.empty(len(vertices), vdtype)
+    for j, name in enumerate("xyz"):
+        vert[name] = vertices[:, j]
+    if colors is not None:
+        for j, name in enumerate(("red", "green", "blue")):
+            vert[name] = colors[:, j]
+    face = np.empty(len(faces), [("n", "u1"), ("i", "<i4", (3,))])
+    face["n"] = 3
+    face["i"] = faces
+    props = "".join(f"property {'float' if t == '<f4' else 'uchar'} {n}\n" for n, t in vdtype)
+    header = (f"ply\nformat binary_little_endian 1.0\ncomment da3-ros TSDF mesh\nelement vertex {len(vert)}\n{props}"
+              f"element face {len(face)}\nproperty list uchar int vertex_indices\nend_header\n")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(header.encode("ascii"))
+        f.write(vert.tobytes())
+        f.write(face.tobytes())
+    os.replace(tmp, path)
 
 
 class _NumpyOps:
@@ -399,6 +437,7 @@ class TsdfMap:
         else:
             if c.weight_mode == "relative":
                 vals = conf[valid]
+                vals = vals[:: max(1, vals.size // _PERCENTILE_SAMPLES)]  # an even subsample keeps this cheap
                 ref = float(np.percentile(vals, c.conf_percentile)) if vals.size else 0.0
                 if not ref > 0:
                     raise ValueError(f"confidence: the {c.conf_percentile:g}th percentile of the valid pixels' "
@@ -531,13 +570,16 @@ class TsdfMap:
                 n = len(moved)
             self._timing.update_ms = (time.perf_counter() - t0) * 1e3
             self._timing.updates += 1
-            self._timing.update_refused = n
+            self._timing.update_keyframes = n
             return n
 
     def extract_mesh(self) -> TsdfMesh:
         """The zero-level surface (marching cubes over voxels with weight >= ``mesh_min_weight``)."""
         t0 = time.perf_counter()
         with self._lock:
+            if self._vbg.hashmap().size() == 0:  # Open3D refuses an empty grid
+                return TsdfMesh(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32),
+                                np.zeros((0, 3), np.uint8) if self.config.color else None)
             mesh = self._vbg.extract_triangle_mesh(self._o3d_weight_threshold)
         self._timing.mesh_ms = (time.perf_counter() - t0) * 1e3
         if "positions" not in mesh.vertex:
@@ -568,16 +610,12 @@ class TsdfMap:
         """Extracted colours are our 0-255 means divided by 255 by Open3D; back to uint8."""
         return np.clip(np.rint(c * 255.0), 0, 255).astype(np.uint8)
 
-    def save_mesh_ply(self, path: str) -> int:
-        """Write the mesh (vertices, faces, vertex colours) as a binary PLY; returns the vertex count."""
-        o3d = _o3d()
+    def save_mesh_ply(self, path: str | os.PathLike) -> int:
+        """Write the mesh as a binary little-endian PLY (float32 x, y, z, uchar red, green, blue when colour is on;
+        faces as uchar-counted int32 index lists), through a temporary file renamed into place; an empty map gives
+        a valid PLY with no vertices. Returns the vertex count."""
         m = self.extract_mesh()
-        legacy = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(m.vertices.astype(np.float64)),
-                                           o3d.utility.Vector3iVector(m.faces))
-        if m.colors is not None and len(m.colors):
-            legacy.vertex_colors = o3d.utility.Vector3dVector(m.colors.astype(np.float64) / 255.0)
-        if not o3d.io.write_triangle_mesh(str(path), legacy, write_ascii=False):
-            raise OSError(f"could not write the TSDF mesh to {path}")
+        write_mesh_ply(path, m.vertices, m.faces, m.colors)
         return len(m.vertices)
 
     @property
@@ -621,5 +659,5 @@ class TsdfMap:
             "mesh_ms_last": t.mesh_ms,
             "pose_updates": t.updates,
             "update_ms_last": t.update_ms,
-            "update_refused_last": t.update_refused,
+            "update_keyframes_last": t.update_keyframes,
         }

@@ -235,7 +235,7 @@ def test_update_poses_refuses_only_the_moved_keyframes(room):
     blocks_before = m.stats()["voxel_blocks"]
     assert m.update_poses(true_poses) == 2
     s = m.stats()
-    assert s["reintegrations"] == 0 and s["pose_updates"] == 1 and s["update_refused_last"] == 2
+    assert s["reintegrations"] == 0 and s["pose_updates"] == 1 and s["update_keyframes_last"] == 2
     assert s["voxel_blocks"] >= blocks_before  # de-integrated blocks stay allocated (empty) until a rebuild
     v_ref, v = ref.extract_mesh().vertices, m.extract_mesh().vertices
     d = np.concatenate((nearest_distances(v, v_ref), nearest_distances(v_ref, v)))
@@ -306,6 +306,14 @@ def test_save_mesh_ply_writes_a_readable_mesh(room, tmp_path):
     assert dist.max() < 1e-6 and len(np.unique(match)) == len(mesh.vertices)
     assert back.has_vertex_colors()
     np.testing.assert_allclose(np.asarray(back.vertex_colors) * 255.0, mesh.colors[match], atol=0.6)
+    # every face is a triangle of the same vertices (matched through the vertex correspondence)
+    tri = np.asarray(back.triangles)
+    np.testing.assert_array_equal(np.sort(match[tri], axis=1)[np.lexsort(np.sort(match[tri], axis=1).T)],
+                                  np.sort(mesh.faces, axis=1)[np.lexsort(np.sort(mesh.faces, axis=1).T)])
+    # an empty map still writes a valid (empty) PLY
+    empty = tmp_path / "empty.ply"
+    assert TsdfMap(voxel_size=VOXEL).save_mesh_ply(empty) == 0
+    assert b"element vertex 0\n" in empty.read_bytes() and b"end_header\n" in empty.read_bytes()
 
 
 def test_fused_colour_is_the_weighted_mean_colour():
