@@ -51,8 +51,10 @@ than ``pose_tolerance``: each is de-integrated at its old pose (the exact invers
 float rounding) and integrated at the new one, falling back to a rebuild when most keyframes moved.
 
 Threads: every public method holds one lock, so a worker thread may run ``reintegrate`` / ``update_poses`` while
-another integrates (it waits). Open3D and torch use their own thread pools; set ``OMP_NUM_THREADS`` low on small
-machines.
+another integrates (it waits). Open3D's block allocation and marching cubes use OpenMP: set ``OMP_NUM_THREADS=1``
+on small machines (on this 2-core machine with other busy processes, 2 threads made integration ~5x slower).
+
+Open3D's marching cubes returns the vertices in a different order on each call; compare meshes as point sets.
 """
 
 from __future__ import annotations
@@ -113,9 +115,7 @@ class TsdfConfig:
     def __post_init__(self) -> None:
         if not (np.isfinite(self.voxel_size) and self.voxel_size > 0):
             raise ValueError(f"TsdfConfig.voxel_size must be a positive length, got {self.voxel_size}")
-        if self.trunc is None:
-            self.trunc = 4.0 * self.voxel_size
-        if not (np.isfinite(self.trunc) and self.trunc >= self.voxel_size):
+        if not (np.isfinite(self.truncation) and self.truncation >= self.voxel_size):
             raise ValueError(f"TsdfConfig.trunc must be >= voxel_size ({self.voxel_size}), got {self.trunc}")
         if not (np.isfinite(self.depth_max) and self.depth_max > 0):
             raise ValueError(f"TsdfConfig.depth_max must be positive, got {self.depth_max}")
@@ -129,10 +129,18 @@ class TsdfConfig:
             raise ValueError("TsdfConfig: conf_ref and w_max must be > 0, min_obs_weight and mesh_min_weight >= 0")
         if self.stride < 1 or self.min_store_width < 2 or not self.max_store_mb > 0:
             raise ValueError("TsdfConfig: stride must be >= 1, min_store_width >= 2 and max_store_mb > 0")
-        if self.pose_tolerance is None:
-            self.pose_tolerance = 0.25 * self.voxel_size
-        if not self.pose_tolerance >= 0 or not 0.0 <= self.rebuild_fraction <= 1.0:
+        if not self.motion_tolerance >= 0 or not 0.0 <= self.rebuild_fraction <= 1.0:
             raise ValueError("TsdfConfig: pose_tolerance must be >= 0 and rebuild_fraction in [0, 1]")
+
+    @property
+    def truncation(self) -> float:
+        """The truncation distance in use: ``trunc``, or 4 voxels when it is None."""
+        return 4.0 * self.voxel_size if self.trunc is None else float(self.trunc)
+
+    @property
+    def motion_tolerance(self) -> float:
+        """The pose tolerance in use: ``pose_tolerance``, or a quarter voxel when it is None."""
+        return 0.25 * self.voxel_size if self.pose_tolerance is None else float(self.pose_tolerance)
 
 
 @dataclass
@@ -367,7 +375,7 @@ class TsdfMap:
         img = o3d.t.geometry.Image(o3d.core.Tensor(depth0, device=self._device))
         blocks = self._vbg.compute_unique_block_coordinates(
             img, o3d.core.Tensor(kf.K, o3d.core.float64), o3d.core.Tensor(w2c, o3d.core.float64), 1.0,
-            float(c.depth_max), float(c.trunc / c.voxel_size))
+            float(c.depth_max), float(c.truncation / c.voxel_size))
         if blocks.shape[0] == 0:
             return False
         hashmap = self._vbg.hashmap()
@@ -401,9 +409,9 @@ class TsdfMap:
         D = xp.f64(xp.asarray(depth0.reshape(-1))[pix])
         Wp = xp.asarray(kf.weight.astype(np.float32).reshape(-1))[pix]
         sdf = D - zc
-        keep = (D > 0) & (Wp > 0) & (sdf >= -c.trunc)
+        keep = (D > 0) & (Wp > 0) & (sdf >= -c.truncation)
         vi, pix, sdf, Wp = idx[keep], pix[keep], sdf[keep], Wp[keep]
-        tsdf_obs = xp.f32((sdf / c.trunc).clip(max=1.0))
+        tsdf_obs = xp.f32((sdf / c.truncation).clip(max=1.0))
         W_old = weight_a[vi, 0]
         Wp = Wp * float(sign)
         W_new = W_old + Wp
@@ -550,7 +558,7 @@ class TsdfMap:
         with self._lock:
             checked = self._checked_poses(poses, strict, "update_poses")
             t0 = time.perf_counter()
-            tol = float(self.config.pose_tolerance)
+            tol = self.config.motion_tolerance
             moved = {k: T for k, T in checked.items()
                      if _motion_bound(self.keyframes[k].c2w, T, self.keyframes[k].radius) > tol}
             exact = all(self.keyframes[k].fused_level == self.keyframes[k].level for k in moved)

@@ -404,6 +404,10 @@ def test_config_is_validated():
         TsdfConfig(voxel_size=0.05, trunc=0.01)
     with pytest.raises(ValueError, match="device"):
         TsdfMap(device="tpu")
+    # derived defaults follow an overridden voxel size (4 voxels of truncation, a quarter voxel of pose tolerance)
+    c = TsdfMap(TsdfConfig(), voxel_size=0.02).config
+    assert c.truncation == pytest.approx(0.08) and c.motion_tolerance == pytest.approx(0.005)
+    assert TsdfConfig(voxel_size=0.02, trunc=0.1).truncation == pytest.approx(0.1)
     if not o3d.core.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA"):
             TsdfMap(device="cuda:0")
