@@ -58,7 +58,7 @@ class LoopConfig:
     place_frames: int = 2
     cooldown_windows: int = 2
     max_places: int = 1000
-    jpeg_quality: int = 95  # place images are kept JPEG-encoded (0: raw arrays)
+    place_image_step: int = 2  # place images are kept subsampled by this (1: as they came)
     min_inlier_ratio: float = 0.3
     inlier_depth_tol: float = 0.05
     max_depth_residual: float = 0.05
@@ -77,37 +77,29 @@ class LoopConfig:
 
 @dataclass
 class Place:
-    """One place: ``frames`` (known poses stripped; the anchor first) whose images are kept JPEG-encoded in
-    ``images`` (the frames' own ``rgb`` is then an empty (H, W, 0) array that only keeps the size), ``c2w`` (P, 4, 4)
-    their poses in the window's own frame, ``depth`` the anchor's depth in window units subsampled by ``stride``
-    (float32), ``descriptor`` unit vector."""
+    """One place: ``frames`` (known poses stripped; the anchor first) whose images are kept subsampled by
+    ``image_step`` (every ``image_step``-th pixel, a quarter of the memory for 2; :meth:`full_frames` restores the
+    full size), ``hw`` their full size, ``c2w`` (P, 4, 4) their poses in the window's own frame, ``depth`` the
+    anchor's depth in window units subsampled by ``stride`` (float32), ``descriptor`` unit vector."""
 
     key: int
     frames: list[Frame]
     c2w: np.ndarray
     depth: np.ndarray
     descriptor: np.ndarray
-    images: list[bytes] | None = None
+    hw: tuple[int, int] = (0, 0)
+    image_step: int = 1
     stride: int = 1
 
     def full_frames(self) -> list[Frame]:
-        """The place frames with their images decoded."""
-        if self.images is None:
+        """The place frames at their full size (bilinear upsampling of the kept images)."""
+        if self.image_step == 1:
             return list(self.frames)
         import cv2
 
-        out = []
-        for f, data in zip(self.frames, self.images):
-            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            out.append(replace(f, rgb=np.ascontiguousarray(bgr[..., ::-1])))
-        return out
-
-
-def _encode(rgb: np.ndarray, quality: int) -> bytes | None:
-    import cv2
-
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    return buf.tobytes() if ok else None
+        H, W = self.hw
+        return [replace(f, rgb=np.ascontiguousarray(cv2.resize(f.rgb, (W, H), interpolation=cv2.INTER_LINEAR)))
+                for f in self.frames]
 
 
 @dataclass
@@ -327,7 +319,7 @@ class LoopCloser:
                     s = float(np.cbrt(np.linalg.det(meas[:3, :3])))
                     meas[:3, :3] /= s
                 self.graph.add_node(key, self.graph.pose(prev) @ meas)
-                depth = _median_depth(pred.depth[0]) * chain.scale
+                depth = _median_depth(pred.depth[anchor][::8, ::8]) * chain.scale
                 if not np.isfinite(depth):
                     depth = 1.0
                 if chain.chained:
@@ -342,11 +334,10 @@ class LoopCloser:
             self._last_key = key
 
     def _make_place(self, key: int, frames: list[Frame], pred: WindowPrediction, idx: list[int]) -> Place | None:
-        depth = np.asarray(pred.depth[idx[0]], dtype=np.float32)
+        stride = max(1, self.cfg.verify_stride)
+        depth = np.ascontiguousarray(np.asarray(pred.depth[idx[0]], dtype=np.float32)[::stride, ::stride])
         if not np.isfinite(_median_depth(depth)):
             return None
-        stride = max(1, self.cfg.verify_stride)
-        depth = np.ascontiguousarray(depth[::stride, ::stride])
         descriptors = getattr(pred, "descriptors", None)
         if descriptors is not None:
             descriptor = np.asarray(descriptors[idx[0]], dtype=np.float32)
@@ -354,15 +345,12 @@ class LoopCloser:
         else:
             descriptor = image_descriptor(frames[idx[0]].rgb)
             self.counts["descriptor_image"] += 1
-        stored = [replace(frames[i], pose_w2c=None) for i in idx]
-        images = None
-        if self.cfg.jpeg_quality > 0:
-            encoded = [_encode(f.rgb, self.cfg.jpeg_quality) for f in stored]
-            if all(e is not None for e in encoded):
-                images = encoded
-                stored = [replace(f, rgb=np.empty((*f.rgb.shape[:2], 0), np.uint8)) for f in stored]
+        step = max(1, self.cfg.place_image_step)
+        hw = tuple(frames[idx[0]].rgb.shape[:2])
+        stored = [replace(frames[i], pose_w2c=None, rgb=np.ascontiguousarray(frames[i].rgb[::step, ::step]))
+                  for i in idx]
         c2w = invert_rigid(np.asarray(pred.w2c[idx], dtype=np.float64))
-        return Place(key=key, frames=stored, c2w=c2w, depth=depth, descriptor=descriptor, images=images,
+        return Place(key=key, frames=stored, c2w=c2w, depth=depth, descriptor=descriptor, hw=hw, image_step=step,
                      stride=stride)
 
     def _bound_places(self) -> None:
@@ -384,7 +372,7 @@ class LoopCloser:
         a, b = self.places.get(cand.match), self.places.get(cand.query)
         if a is None or b is None:
             return Verification(cand, "missing_place")
-        if a.frames[0].hw != b.frames[0].hw:
+        if a.hw != b.hw:
             return Verification(cand, "size_mismatch")
         c0 = time.thread_time()
         try:

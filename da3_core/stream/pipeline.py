@@ -336,12 +336,12 @@ class StreamPipeline:
     def _corrected(C: np.ndarray, frames: list[ChainedFrame], points: np.ndarray, transform: np.ndarray
                    ) -> tuple[list[ChainedFrame], np.ndarray, np.ndarray]:
         """The window's frames, cloud and transform moved by its pose-graph correction ``C``."""
-        if np.array_equal(C, np.eye(4)):
-            return frames, points, transform
+        if np.abs(C - np.eye(4)).max() <= 1e-12 * max(1.0, float(np.abs(C[:3, 3]).max())):
+            return frames, points, transform  # rounding noise of the graph: nothing to move
         s = float(np.cbrt(np.linalg.det(C[:3, :3])))
         out = []
         for cf in frames:
-            depth = cf.depth if abs(s - 1.0) < 1e-12 else (cf.depth * np.float32(s)).astype(np.float32)
+            depth = cf.depth if abs(s - 1.0) < 1e-9 else (cf.depth * np.float32(s)).astype(np.float32)
             out.append(replace(cf, c2w=apply_sim3_to_pose(C, cf.c2w), depth=depth))
         pts = (points @ C[:3, :3].T.astype(np.float32) + C[:3, 3].astype(np.float32)).astype(np.float32)
         return out, pts, C @ transform
@@ -417,11 +417,13 @@ class StreamPipeline:
         """(points (M, 3) float32, colors (M, 3) uint8) of the accumulated map (with submaps: assembled now from
         the windows' points at their current pose-graph corrections)."""
         with self._lock:
-            if self.submaps is not None:
-                self.submaps.sync()
-            if self.map is None:
-                return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
-            return self.map.points(), self.map.colors()
+            submaps = self.submaps
+            if submaps is None:
+                if self.map is None:
+                    return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
+                return self.map.points(), self.map.colors()
+        submaps.sync()  # outside the pipeline lock: the worker goes on chaining meanwhile
+        return submaps.snapshot()
 
     def _corrections(self) -> dict[int, np.ndarray]:
         return {} if self.loops is None else self.loops.corrections()
@@ -448,14 +450,13 @@ class StreamPipeline:
             out: dict[str, float] = {f"window_{k}": v for k, v in self.window.counts.items()}
         with self._lock:
             out.update(self.counts)
-            if self.submaps is not None:
-                self.submaps.sync()
-                out["submaps"] = len(self.submaps)
-                out["submap_points"] = self.submaps.n_points
-                out["submap_rebuilds"] = self.submaps.n_rebuilds
+            submaps = self.submaps
             out["map_points"] = 0 if self.map is None else len(self.map)
             out["trajectory_len"] = len(self._trajectory)
             loops = self.loops
+        if submaps is not None:  # map_points: the map as last assembled (map_snapshot, the node's map timer)
+            out.update(submaps=len(submaps), submap_points=submaps.n_points, submap_rebuilds=submaps.n_rebuilds,
+                       map_points=submaps.map_size())
         if loops is not None:
             out.update(loops.stats())
         if self._worker is not None:

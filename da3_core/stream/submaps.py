@@ -16,6 +16,7 @@ oldest first) until the total fits.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,18 +36,31 @@ class Submap:
     colors: np.ndarray
     weights: np.ndarray
     applied: np.ndarray | None = None
-    corners: np.ndarray | None = None  # (8, 3) corners of the points' bounding box (chained map frame)
+    corners: np.ndarray | None = None  # (8, 3) bounding-box corners (chained map frame), set when first inserted
 
 
 def _transform(C: np.ndarray | None, pts: np.ndarray) -> np.ndarray:
-    if C is None or np.array_equal(C, np.eye(4)):
-        return pts
+    if C is None or np.abs(C - np.eye(4)).max() <= 1e-12 * max(1.0, float(np.abs(C[:3, 3]).max())):
+        return pts  # identity up to the graph's rounding
     return (pts @ C[:3, :3].T.astype(np.float32) + C[:3, 3].astype(np.float32)).astype(np.float32)
 
 
+def _corners(pts: np.ndarray) -> np.ndarray | None:
+    """(8, 3) float64 corners of the bounding box of the finite points, None when there are none."""
+    if not len(pts):
+        return None
+    with np.errstate(invalid="ignore"):
+        lo, hi = np.nanmin(pts, axis=0).astype(np.float64), np.nanmax(pts, axis=0).astype(np.float64)
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        return None
+    return np.array([[(lo, hi)[i][0], (lo, hi)[j][1], (lo, hi)[k][2]] for i in (0, 1) for j in (0, 1)
+                     for k in (0, 1)])
+
+
 class SubmapStore:
-    """Per-window points + the lazily assembled voxel map (module docstring). Not thread-safe (the pipeline's lock
-    guards it)."""
+    """Per-window points + the lazily assembled voxel map (module docstring). Thread-safe: the bookkeeping (add,
+    corrections) takes a short lock; :meth:`sync` transforms and inserts outside it (under a map lock, which
+    :meth:`snapshot` also takes), so a streaming thread adding submaps is not held up by the map's assembly."""
 
     def __init__(self, voxel_size: float, max_voxels: int = 2_000_000, max_points: int = 4_000_000,
                  move_tolerance: float | None = None):
@@ -63,6 +77,8 @@ class SubmapStore:
         self.n_points = 0
         self.n_rebuilds = 0
         self.n_thinned = 0
+        self._lock = threading.Lock()  # submaps, corrections, pending, dirty
+        self._map_lock = threading.Lock()  # the voxel map
 
     @property
     def voxel_size(self) -> float:
@@ -72,37 +88,34 @@ class SubmapStore:
         return len(self.submaps)
 
     def clear(self) -> None:
-        self.submaps.clear()
-        self._corrections.clear()
-        self._pending.clear()
-        self._dirty = False
-        self.map.clear()
-        self.n_points = 0
-        self.revision += 1
+        with self._map_lock, self._lock:
+            self.submaps.clear()
+            self._corrections.clear()
+            self._pending.clear()
+            self._dirty = False
+            self.map.clear()
+            self.n_points = 0
+            self.revision += 1
 
     def add(self, key: int, points: np.ndarray, colors: np.ndarray, weights: np.ndarray | None = None) -> None:
-        """Store window ``key``'s points (chained map frame); a key seen before replaces its points."""
+        """Store window ``key``'s points (chained map frame); a key seen before replaces its points. The arrays are
+        kept as given (not copied) when they already have the stored dtypes: pass arrays nobody else changes."""
         pts = np.asarray(points, dtype=np.float32).reshape(-1, 3)
         cols = np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
         w = np.ones(len(pts), np.float32) if weights is None else np.asarray(weights, np.float32).reshape(-1)
         if len(cols) != len(pts) or len(w) != len(pts):
             raise ValueError(f"submap {key}: points {pts.shape}, colors {cols.shape}, weights {w.shape}")
         key = int(key)
-        if key in self.submaps:
-            self.n_points -= len(self.submaps[key].points)
-            self._dirty = True
-        corners = None
-        finite = pts[np.isfinite(pts).all(axis=1)]
-        if len(finite):
-            lo, hi = finite.min(axis=0).astype(np.float64), finite.max(axis=0).astype(np.float64)
-            corners = np.array([[(lo, hi)[i][0], (lo, hi)[j][1], (lo, hi)[k][2]]
-                                for i in (0, 1) for j in (0, 1) for k in (0, 1)])
-        self.submaps[key] = Submap(key, pts.copy(), cols.copy(), w.copy(), corners=corners)
-        self.n_points += len(pts)
-        self._pending.append(key)
-        self.revision += 1
-        if self.n_points > self.max_points:
-            self._thin()
+        with self._lock:
+            if key in self.submaps:
+                self.n_points -= len(self.submaps[key].points)
+                self._dirty = True
+            self.submaps[key] = Submap(key, pts, cols, w)
+            self.n_points += len(pts)
+            self._pending.append(key)
+            self.revision += 1
+            if self.n_points > self.max_points:
+                self._thin()
 
     def _thin(self) -> None:
         for key in sorted(self.submaps):
@@ -121,16 +134,21 @@ class SubmapStore:
     def set_corrections(self, corrections: dict[int, np.ndarray]) -> None:
         """New per-window corrections; an inserted submap whose points they move by more than ``move_tolerance``
         makes the next sync rebuild (smaller changes are applied at the next rebuild)."""
-        for key, C in corrections.items():
-            self._corrections[int(key)] = C
-            sm = self.submaps.get(int(key))
-            if sm is None or sm.applied is None or sm.corners is None:
-                continue
-            moved = (sm.corners @ C[:3, :3].T + C[:3, 3]) - (sm.corners @ sm.applied[:3, :3].T + sm.applied[:3, 3])
-            if float(np.abs(moved).max()) > self.move_tolerance:
-                if not self._dirty:
-                    self.revision += 1
-                self._dirty = True
+        with self._lock:
+            for key, C in corrections.items():
+                self._corrections[int(key)] = C
+                sm = self.submaps.get(int(key))
+                if sm is not None and self._moved(sm, C):
+                    if not self._dirty:
+                        self.revision += 1
+                    self._dirty = True
+
+    def _moved(self, sm: Submap, C: np.ndarray) -> bool:
+        """Whether ``C`` moves the inserted submap ``sm`` by more than ``move_tolerance`` (under the lock)."""
+        if sm.applied is None or sm.corners is None:
+            return False
+        moved = (sm.corners @ C[:3, :3].T + C[:3, 3]) - (sm.corners @ sm.applied[:3, :3].T + sm.applied[:3, 3])
+        return float(np.abs(moved).max()) > self.move_tolerance
 
     @property
     def stale(self) -> bool:
@@ -139,17 +157,40 @@ class SubmapStore:
 
     def sync(self) -> VoxelMap:
         """Bring the voxel map up to date (insert pending submaps, or rebuild all after a re-anchoring)."""
-        if self._dirty:
-            self.map.clear()
-            keys = sorted(self.submaps)
-            self.n_rebuilds += 1
-        else:
-            keys = [k for k in self._pending if k in self.submaps]
-        for k in keys:
-            sm = self.submaps[k]
-            C = self._corrections.get(k)
-            self.map.insert(_transform(C, sm.points), sm.colors, sm.weights)
-            sm.applied = np.eye(4) if C is None else C.copy()
-        self._pending.clear()
-        self._dirty = False
-        return self.map
+        with self._map_lock:
+            with self._lock:
+                rebuild = self._dirty
+                keys = sorted(self.submaps) if rebuild else [k for k in self._pending if k in self.submaps]
+                work = [(self.submaps[k], self._corrections.get(k)) for k in keys]
+                self._pending.clear()
+                self._dirty = False
+                if rebuild:
+                    self.n_rebuilds += 1
+            if rebuild:
+                self.map.clear()
+            pts, cols, wts = [], [], []
+            for sm, C in work:  # one insert for all: one sort and one merge with the map instead of one per window
+                pts.append(_transform(C, sm.points))
+                cols.append(sm.colors)
+                wts.append(sm.weights)
+            if pts:
+                self.map.insert(np.concatenate(pts), np.concatenate(cols), np.concatenate(wts))
+            with self._lock:
+                for sm, C in work:
+                    sm.applied = np.eye(4) if C is None else C
+                    if sm.corners is None:
+                        sm.corners = _corners(sm.points)
+                    latest = self._corrections.get(sm.key)
+                    if latest is not None and latest is not C and self._moved(sm, latest):
+                        self._dirty = True  # corrected again while it was being inserted
+                        self.revision += 1
+            return self.map
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        """(points (M, 3) float32, colors (M, 3) uint8) of the voxel map as last synced."""
+        with self._map_lock:
+            return self.map.points(), self.map.colors()
+
+    def map_size(self) -> int:
+        with self._map_lock:
+            return len(self.map)
