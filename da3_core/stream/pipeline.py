@@ -316,7 +316,13 @@ class StreamPipeline:
                 cfg = replace(self.cfg.loop, loop_closure=self.cfg.loop_closure)
                 self.loops = LoopCloser(self.predictor, cfg, with_scale=self.chainer._with_scale(chain.is_metric))
             loops = self.loops
-        event = loops.add_window(window.index, window.frames, pred, chain)
+        try:
+            event = loops.add_window(window.index, window.frames, pred, chain)
+        except Exception:  # noqa: BLE001 - the graph must never cost the window: no correction, counted
+            with self._lock:
+                self.counts["loop_errors"] += 1
+                self.loops = None if loops is self.loops else self.loops  # its state may be half-updated: restart
+            return None
         with self._lock:
             if epoch != self._epoch or loops is not self.loops:
                 return None

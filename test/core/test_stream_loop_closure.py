@@ -223,3 +223,27 @@ def test_network_descriptor_is_pooled_from_the_backbone_of_the_same_forward(loop
     print(f"\ntiny network descriptor cosine: neighbour {d[0] @ d[1]:.4f}, half a turn away {d[0] @ d[2]:.4f} / "
           f"{d[0] @ d[3]:.4f}")
     assert d[0] @ d[1] > max(d[0] @ d[2], d[0] @ d[3])
+
+
+def test_a_failing_graph_step_does_not_cost_the_window(loop_seq, monkeypatch):
+    """An exception inside the loop closer is counted; the window is still delivered (uncorrected) and the graph
+    restarts with the next window."""
+    from da3_core.stream.loop_closure import LoopCloser
+
+    calls = {"n": 0}
+    original = LoopCloser.add_window
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("boom")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LoopCloser, "add_window", flaky)
+    oracle = OraclePredictor(lambda f: loop_seq.truth[f.stamp_ns], random_transform=True, seed=2)
+    pipe = StreamPipeline(oracle, PipelineConfig(window_size=8, overlap=2, voxel_size=0.05, pose_graph=True,
+                                                 loop_closure=True))
+    results = [r for r in (pipe.process(f) for f in loop_seq.frames[:50]) if r is not None]
+    assert len(results) == 8 and pipe.stats()["loop_errors"] == 1
+    assert pipe.stats()["graph_nodes"] == 5  # restarted at window 3: windows 3..7 are in the new graph
+    assert len(pipe.trajectory()[0]) == 50  # every frame delivered
