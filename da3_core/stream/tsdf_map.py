@@ -45,7 +45,9 @@ dropped (their data stay in the volume until the next re-integration, which then
 ``stats()["dropped_keyframes"]`` counts them). A re-integration uses the stored resolution, so after subsampling the
 rebuilt surface is slightly coarser than the original one.
 
-Pose changes: :meth:`TsdfMap.reintegrate` rebuilds the whole volume from the store (cost: one integration per
+Pose changes: a keyframe is fused at its camera-to-world pose moved by an optional per-keyframe Sim(3)
+``correction`` (its depth times the correction's scale), so a pose graph's per-window Sim(3) corrections can be
+given as they are. :meth:`TsdfMap.reintegrate` rebuilds the whole volume from the store (cost: one integration per
 keyframe); :meth:`TsdfMap.update_poses` re-fuses only the keyframes whose new pose moves one of their points by more
 than ``pose_tolerance``: each is de-integrated at its old pose (the exact inverse of the weighted mean above, up to
 float rounding) and integrated at the new one, falling back to a rebuild when most keyframes moved.
@@ -64,7 +66,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -147,10 +149,12 @@ class TsdfConfig:
 class TsdfKeyframe:
     """One stored keyframe: depth (h, w) float32 metres (NaN = not integrated), weight (h, w) float16 (the
     per-pixel observation weight, 0 = not integrated), rgb (h, w, 3) uint8 or None, K (3, 3) float64 of this
-    (possibly subsampled) image, c2w (4, 4) float64 OpenCV camera-to-world (the pose it is fused at), radius: the
-    largest distance of its points from the camera centre (bounds how far a pose change moves them), level: times it
-    was halved, fused_level: the level of the data now in the volume (None: not in it; a keyframe subsampled after
-    its fusion cannot be de-integrated exactly)."""
+    (possibly subsampled) image, c2w (4, 4) float64 OpenCV camera-to-world, correction (4, 4) float64 Sim(3) moving
+    the keyframe's world into the map (identity by default; e.g. its window's pose-graph correction): the keyframe is
+    fused at the rigid pose :meth:`fused_pose` with its depth times the correction's scale. radius: the largest
+    distance of its points from the camera centre, before the correction's scale (bounds how far a pose change
+    moves them); level: times it was halved; fused_level: the level of the data now in the volume (None: not in it;
+    a keyframe subsampled after its fusion cannot be de-integrated exactly)."""
 
     depth: np.ndarray
     weight: np.ndarray
@@ -160,6 +164,11 @@ class TsdfKeyframe:
     radius: float = 0.0
     level: int = 0
     fused_level: int | None = None
+    correction: np.ndarray = field(default_factory=lambda: np.eye(4))
+
+    def fused_pose(self) -> tuple[np.ndarray, float]:
+        """(rigid (4, 4) camera-to-world in the map, depth scale): ``correction`` applied to ``c2w``."""
+        return _apply_sim3(self.correction, self.c2w)
 
     @property
     def nbytes(self) -> int:
@@ -218,16 +227,44 @@ def _halve(kf: TsdfKeyframe) -> TsdfKeyframe:
     S = np.diag([0.5, 0.5, 1.0])
     return TsdfKeyframe(np.ascontiguousarray(kf.depth[::2, ::2]), np.ascontiguousarray(kf.weight[::2, ::2]),
                         None if kf.rgb is None else np.ascontiguousarray(kf.rgb[::2, ::2]), S @ kf.K, kf.c2w,
-                        kf.radius, kf.level + 1, kf.fused_level)
+                        kf.radius, kf.level + 1, kf.fused_level, kf.correction)
 
 
-def _motion_bound(a: np.ndarray, b: np.ndarray, radius: float) -> float:
-    """Largest displacement of a point within ``radius`` of the camera centre between camera-to-world poses a and
-    b: ``|t_b - t_a| + 2 sin(theta / 2) radius``, theta the angle of ``R_b R_a^T``."""
+def _motion_bound(a: np.ndarray, b: np.ndarray, radius: float, sa: float = 1.0, sb: float = 1.0) -> float:
+    """Largest displacement of a camera point X (``|X| <= radius``) mapped to the world as ``s R X + t`` by the
+    camera-to-world poses a and b with depth scales sa and sb: ``|t_b - t_a| + |sb - sa| radius + sa 2 sin(theta /
+    2) radius``, theta the angle of ``R_b R_a^T``."""
     dR = b[:3, :3] @ a[:3, :3].T
     cos = np.clip((np.trace(dR) - 1.0) / 2.0, -1.0, 1.0)
     theta = float(np.arccos(cos))
-    return float(np.linalg.norm(b[:3, 3] - a[:3, 3]) + 2.0 * np.sin(theta / 2.0) * radius)
+    return float(np.linalg.norm(b[:3, 3] - a[:3, 3]) + abs(sb - sa) * radius + sa * 2.0 * np.sin(theta / 2.0) * radius)
+
+
+def _check_sim3(name: str, C: Any) -> np.ndarray:
+    """(4, 4) float64 similarity transform (s R, t; s > 0) or ValueError naming what is wrong."""
+    C = np.asarray(C, np.float64)
+    if C.shape != (4, 4):
+        raise ValueError(f"{name} must be a (4, 4) Sim(3) matrix, got shape {C.shape}")
+    if not np.all(np.isfinite(C)):
+        raise ValueError(f"{name} has non-finite entries")
+    det = np.linalg.det(C[:3, :3])
+    if not det > 0:
+        raise ValueError(f"{name} is not a similarity (its linear block has determinant {det:g})")
+    s = float(np.cbrt(det))
+    R = C[:3, :3] / s
+    if np.abs(R @ R.T - np.eye(3)).max() > 1e-4 or np.abs(C[3] - [0.0, 0.0, 0.0, 1.0]).max() > 1e-9:
+        raise ValueError(f"{name} is not a similarity transform (s R, t) with last row [0, 0, 0, 1]")
+    return C
+
+
+def _apply_sim3(C: np.ndarray, c2w: np.ndarray) -> tuple[np.ndarray, float]:
+    """The rigid camera pose after moving the world by the Sim(3) ``C`` (rotation ``R_C R``, centre ``C(centre)``)
+    and C's scale (the factor on the camera's depths)."""
+    s = float(np.cbrt(np.linalg.det(C[:3, :3])))
+    out = np.eye(4)
+    out[:3, :3] = (C[:3, :3] / s) @ c2w[:3, :3]
+    out[:3, 3] = C[:3, :3] @ c2w[:3, 3] + C[:3, 3]
+    return out, s
 
 
 def write_mesh_ply(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray,
@@ -325,9 +362,10 @@ class _TorchOps:
 class TsdfMap:
     """A confidence-weighted TSDF volume of keyframes that can be re-integrated with new poses.
 
-    ``integrate(key, depth, conf, K, c2w, color)`` fuses one keyframe and stores it; ``update_poses(poses)`` moves
-    keyframes to optimised camera-to-world poses (re-fusing the ones that moved), ``reintegrate(poses)`` rebuilds
-    the whole volume from the stored keyframes with updated poses; ``extract_mesh()`` /
+    ``integrate(key, depth, conf, K, c2w, color, correction)`` fuses one keyframe and stores it;
+    ``update_poses(poses, corrections=...)`` moves keyframes to optimised camera-to-world poses and / or Sim(3)
+    corrections (re-fusing the ones that moved), ``reintegrate(...)`` rebuilds the whole volume from the stored
+    keyframes; ``extract_mesh()`` /
     ``extract_points()`` / ``save_mesh_ply(path)`` read the surface; ``stats()`` gives the diagnostics.
     """
 
@@ -368,10 +406,14 @@ class TsdfMap:
         o3d = _o3d()
         c = self.config
         xp = self._xp
+        pose, scale = kf.fused_pose()
         depth0 = np.where(kf.weight > 0, kf.depth, 0.0).astype(np.float32)
+        if scale != 1.0:
+            depth0 = (depth0 * np.float32(scale)).astype(np.float32)
+        depth0[depth0 > c.depth_max] = 0.0
         if not np.any(depth0 > 0):
             return False
-        w2c = np.linalg.inv(kf.c2w)
+        w2c = np.linalg.inv(pose)
         img = o3d.t.geometry.Image(o3d.core.Tensor(depth0, device=self._device))
         blocks = self._vbg.compute_unique_block_coordinates(
             img, o3d.core.Tensor(kf.K, o3d.core.float64), o3d.core.Tensor(w2c, o3d.core.float64), 1.0,
@@ -497,14 +539,19 @@ class TsdfMap:
 
     # ------------------------------------------------------------------ API
 
-    def integrate(self, key: Hashable, depth: Any, conf: Any, K: Any, c2w: Any, color: Any = None) -> None:
+    def integrate(self, key: Hashable, depth: Any, conf: Any, K: Any, c2w: Any, color: Any = None,
+                  correction: Any = None) -> None:
         """Fuse one keyframe and store it under ``key`` (new keys only).
 
         depth (H, W) metres z-depth (NaN / inf / <= 0 = invalid); conf (H, W) confidence (higher is better; None =
-        uniform weights); K (3, 3) pixels; c2w (4, 4) OpenCV camera-to-world; color (H, W, 3) uint8 or None.
+        uniform weights); K (3, 3) pixels; c2w (4, 4) OpenCV camera-to-world; color (H, W, 3) uint8 or None;
+        correction: optional (4, 4) Sim(3) from the frame of ``c2w`` / ``depth`` into the map (the keyframe is fused
+        at the corrected pose with its depth scaled by the correction's scale; see :meth:`update_poses`).
         Raises ValueError (and changes nothing) on bad input or a key already integrated.
         """
         kf = self._prepare(depth, conf, K, c2w, color)
+        if correction is not None:
+            kf.correction = _check_sim3("correction", correction)
         with self._lock:
             if key in self.keyframes:
                 raise ValueError(f"keyframe {key!r} is already integrated; give new poses through update_poses() "
@@ -518,13 +565,23 @@ class TsdfMap:
             self.keyframes[key] = kf
             self._enforce_store_cap()
 
-    def _checked_poses(self, poses: Mapping[Hashable, Any] | None, strict: bool, what: str) -> dict:
-        """The known keys' poses, each checked (ValueError naming the key) before anything changes."""
-        poses = dict(poses or {})
-        unknown = [k for k in poses if k not in self.keyframes]
+    def _checked(self, poses: Mapping[Hashable, Any] | None, corrections: Mapping[Hashable, Any] | None,
+                 strict: bool, what: str) -> dict[Hashable, tuple[np.ndarray, np.ndarray]]:
+        """key -> (new c2w, new correction) for the known keys given in either mapping (the other keeps the stored
+        value), each checked (ValueError naming the key) before anything changes."""
+        poses, corrections = dict(poses or {}), dict(corrections or {})
+        unknown = [k for k in (*poses, *corrections) if k not in self.keyframes]
         if unknown and strict:
             raise ValueError(f"{what}: unknown keyframe keys {unknown[:5]!r}{' ...' if len(unknown) > 5 else ''}")
-        return {k: _check_pose(f"pose of keyframe {k!r}", T) for k, T in poses.items() if k in self.keyframes}
+        out = {}
+        for k in dict.fromkeys((*poses, *corrections)):
+            if k not in self.keyframes:
+                continue
+            kf = self.keyframes[k]
+            T = _check_pose(f"pose of keyframe {k!r}", poses[k]) if k in poses else kf.c2w
+            C = _check_sim3(f"correction of keyframe {k!r}", corrections[k]) if k in corrections else kf.correction
+            out[k] = (T, C)
+        return out
 
     def _rebuild(self) -> int:
         self._vbg = self._new_grid()
@@ -532,48 +589,57 @@ class TsdfMap:
             kf.fused_level = None
         return sum(self._fuse(kf) for kf in self.keyframes.values())
 
-    def reintegrate(self, poses: Mapping[Hashable, Any] | None = None, strict: bool = False) -> int:
+    def reintegrate(self, poses: Mapping[Hashable, Any] | None = None, strict: bool = False,
+                    corrections: Mapping[Hashable, Any] | None = None) -> int:
         """Rebuild the whole volume from the stored keyframes, with ``poses`` (key -> (4, 4) camera-to-world)
-        replacing the stored poses of those keys (others keep theirs). Unknown keys are ignored (``strict=True``:
-        ValueError). Every pose is checked before anything changes. Returns the number of keyframes integrated.
-        Blocks the map for ~ one integration per keyframe: call it from a worker thread on a long run."""
+        and / or ``corrections`` (key -> (4, 4) Sim(3), as in :meth:`integrate`) replacing the stored ones of those
+        keys (others keep theirs). Unknown keys are ignored (``strict=True``: ValueError). Everything is checked
+        before anything changes. Returns the number of keyframes integrated. Blocks the map for ~ one integration
+        per keyframe: call it from a worker thread on a long run."""
         with self._lock:
-            checked = self._checked_poses(poses, strict, "reintegrate")
+            checked = self._checked(poses, corrections, strict, "reintegrate")
             t0 = time.perf_counter()
-            for k, T in checked.items():
-                self.keyframes[k].c2w = T
+            for k, (T, C) in checked.items():
+                self.keyframes[k].c2w, self.keyframes[k].correction = T, C
             n = self._rebuild()
             self._timing.reintegrate_ms = (time.perf_counter() - t0) * 1e3
             self._timing.reintegrations += 1
             return n
 
-    def update_poses(self, poses: Mapping[Hashable, Any], strict: bool = False) -> int:
-        """Move keyframes to new camera-to-world poses after a pose-graph optimisation, re-fusing only those that
-        moved: a keyframe whose new pose would move one of its points by more than ``pose_tolerance`` is
-        de-integrated at its old pose and integrated at the new one; the others keep their old pose (so the volume
-        and the stored poses always agree, within the tolerance of the given ones). When more than
-        ``rebuild_fraction`` of the keyframes moved, or a moved keyframe was subsampled by the store cap since it was
-        fused (its old contribution cannot be removed exactly), the whole volume is rebuilt instead (every given
-        pose applied). Returns the number of keyframes (re-)fused; unknown keys as :meth:`reintegrate`."""
+    def update_poses(self, poses: Mapping[Hashable, Any] | None = None, strict: bool = False,
+                     corrections: Mapping[Hashable, Any] | None = None) -> int:
+        """Move keyframes after a pose-graph optimisation, re-fusing only those that moved. ``poses``: key -> new
+        (4, 4) camera-to-world; ``corrections``: key -> new (4, 4) Sim(3) correction (as in :meth:`integrate`;
+        e.g. every keyframe's window correction after a loop closure); either may be given. A keyframe whose new
+        pose / correction would move one of its points by more than ``pose_tolerance`` is de-integrated as fused
+        and integrated anew; the others keep their old values (so the volume and the stored poses always agree,
+        within the tolerance of the given ones). When more than ``rebuild_fraction`` of the keyframes moved, or a
+        moved keyframe was subsampled by the store cap since it was fused (its old contribution cannot be removed
+        exactly), the whole volume is rebuilt instead (every given value applied). Returns the number of keyframes
+        (re-)fused; unknown keys as :meth:`reintegrate`."""
         with self._lock:
-            checked = self._checked_poses(poses, strict, "update_poses")
+            checked = self._checked(poses, corrections, strict, "update_poses")
             t0 = time.perf_counter()
             tol = self.config.motion_tolerance
-            moved = {k: T for k, T in checked.items()
-                     if _motion_bound(self.keyframes[k].c2w, T, self.keyframes[k].radius) > tol}
+            moved = {}
+            for k, (T, C) in checked.items():
+                kf = self.keyframes[k]
+                (a, sa), (b, sb) = kf.fused_pose(), _apply_sim3(C, T)
+                if _motion_bound(a, b, kf.radius, sa, sb) > tol:
+                    moved[k] = (T, C)
             exact = all(self.keyframes[k].fused_level == self.keyframes[k].level for k in moved)
             if moved and (not exact or len(moved) > self.config.rebuild_fraction * len(self.keyframes)):
-                for k, T in checked.items():
-                    self.keyframes[k].c2w = T
+                for k, (T, C) in checked.items():
+                    self.keyframes[k].c2w, self.keyframes[k].correction = T, C
                 n = self._rebuild()
                 self._timing.reintegrate_ms = (time.perf_counter() - t0) * 1e3
                 self._timing.reintegrations += 1
             else:
-                for k, T in moved.items():
+                for k, (T, C) in moved.items():
                     kf = self.keyframes[k]
                     if kf.fused_level is not None:
                         self._fuse(kf, -1)
-                    kf.c2w = T
+                    kf.c2w, kf.correction = T, C
                     self._fuse(kf)
                 n = len(moved)
             self._timing.update_ms = (time.perf_counter() - t0) * 1e3
