@@ -331,7 +331,7 @@ class ReconstructNode(Node):
         if revision == self._map_revision:  # unchanged since the last publish (the topic is latched)
             return
         self._map_revision = revision
-        pts, cols = self.pipeline.map_snapshot()
+        pts, cols = self.pipeline.map_snapshot(background_rebuild=True)  # a re-anchoring never stalls the executor
         if len(pts):
             header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.map_frame)
             self._publish(self.pub_map, points_to_pointcloud2(pts, cols, header))

@@ -419,16 +419,18 @@ class StreamPipeline:
                 return self._epoch, self.submaps.revision
             return self._epoch, 0 if self.map is None else self.map.revision
 
-    def map_snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+    def map_snapshot(self, background_rebuild: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(points (M, 3) float32, colors (M, 3) uint8) of the accumulated map (with submaps: assembled now from
-        the windows' points at their current pose-graph corrections)."""
+        the windows' points at their current pose-graph corrections; ``background_rebuild``: a full rebuild after a
+        closed loop runs in a thread and this returns the map as it was, see
+        :meth:`~da3_core.stream.submaps.SubmapStore.sync`)."""
         with self._lock:
             submaps = self.submaps
             if submaps is None:
                 if self.map is None:
                     return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
                 return self.map.points(), self.map.colors()
-        submaps.sync()  # outside the pipeline lock: the worker goes on chaining meanwhile
+        submaps.sync(background=background_rebuild)  # outside the pipeline lock: the worker goes on meanwhile
         return submaps.snapshot()
 
     def _corrections(self) -> dict[int, np.ndarray]:

@@ -79,6 +79,8 @@ class SubmapStore:
         self.n_thinned = 0
         self._lock = threading.Lock()  # submaps, corrections, pending, dirty
         self._map_lock = threading.Lock()  # the voxel map
+        self._rebuilding: threading.Thread | None = None
+        self._epoch = 0  # bumped by clear(): a background rebuild of older contents is discarded
 
     @property
     def voxel_size(self) -> float:
@@ -96,6 +98,7 @@ class SubmapStore:
             self.map.clear()
             self.n_points = 0
             self.revision += 1
+            self._epoch += 1
 
     def add(self, key: int, points: np.ndarray, colors: np.ndarray, weights: np.ndarray | None = None) -> None:
         """Store window ``key``'s points (chained map frame); a key seen before replaces its points. The arrays are
@@ -155,36 +158,78 @@ class SubmapStore:
         """The voxel map lags the submaps (a sync would change it)."""
         return self._dirty or bool(self._pending)
 
-    def sync(self) -> VoxelMap:
-        """Bring the voxel map up to date (insert pending submaps, or rebuild all after a re-anchoring)."""
+    def _take(self, rebuild: bool) -> list[tuple[Submap, np.ndarray | None]]:
+        """The submaps to insert with the corrections to use (under the lock): all of them for a rebuild, else the
+        pending ones."""
+        keys = sorted(self.submaps) if rebuild else [k for k in self._pending if k in self.submaps]
+        self._pending.clear()
+        if rebuild:
+            self._dirty = False
+            self.n_rebuilds += 1
+        return [(self.submaps[k], self._corrections.get(k)) for k in keys]
+
+    def _insert(self, target: VoxelMap, work: list[tuple[Submap, np.ndarray | None]]) -> None:
+        pts, cols, wts = [], [], []
+        for sm, C in work:  # one insert for all: one sort and one merge with the map instead of one per window
+            pts.append(_transform(C, sm.points))
+            cols.append(sm.colors)
+            wts.append(sm.weights)
+        if pts:
+            target.insert(np.concatenate(pts), np.concatenate(cols), np.concatenate(wts))
+
+    def _applied(self, work: list[tuple[Submap, np.ndarray | None]]) -> None:
+        """Record what the map now holds (under the lock); a submap corrected again meanwhile marks the map dirty."""
+        for sm, C in work:
+            sm.applied = np.eye(4) if C is None else C
+            if sm.corners is None:
+                sm.corners = _corners(sm.points)
+            latest = self._corrections.get(sm.key)
+            if latest is not None and latest is not C and self._moved(sm, latest):
+                self._dirty = True
+                self.revision += 1
+
+    def sync(self, background: bool = False) -> VoxelMap:
+        """Bring the voxel map up to date: insert pending submaps, or rebuild it from every submap after a
+        re-anchoring. ``background=True`` (the node's map timer) runs a rebuild in a thread instead: the map keeps
+        its last state until the rebuilt one replaces it (``revision`` changes then); pending submaps wait for it."""
         with self._map_lock:
             with self._lock:
+                if self._rebuilding is not None:
+                    return self.map  # a background rebuild is running: it or the next sync takes the pending ones
                 rebuild = self._dirty
-                keys = sorted(self.submaps) if rebuild else [k for k in self._pending if k in self.submaps]
-                work = [(self.submaps[k], self._corrections.get(k)) for k in keys]
-                self._pending.clear()
-                self._dirty = False
-                if rebuild:
-                    self.n_rebuilds += 1
+                if rebuild and background:
+                    work, epoch = self._take(True), self._epoch
+                    self._rebuilding = threading.Thread(target=self._rebuild, args=(work, epoch),
+                                                        name="submap-rebuild", daemon=True)
+                    self._rebuilding.start()
+                    return self.map
+                work = self._take(rebuild)
             if rebuild:
                 self.map.clear()
-            pts, cols, wts = [], [], []
-            for sm, C in work:  # one insert for all: one sort and one merge with the map instead of one per window
-                pts.append(_transform(C, sm.points))
-                cols.append(sm.colors)
-                wts.append(sm.weights)
-            if pts:
-                self.map.insert(np.concatenate(pts), np.concatenate(cols), np.concatenate(wts))
+            self._insert(self.map, work)
             with self._lock:
-                for sm, C in work:
-                    sm.applied = np.eye(4) if C is None else C
-                    if sm.corners is None:
-                        sm.corners = _corners(sm.points)
-                    latest = self._corrections.get(sm.key)
-                    if latest is not None and latest is not C and self._moved(sm, latest):
-                        self._dirty = True  # corrected again while it was being inserted
-                        self.revision += 1
+                self._applied(work)
             return self.map
+
+    def _rebuild(self, work: list[tuple[Submap, np.ndarray | None]], epoch: int) -> None:
+        fresh = VoxelMap(self.map.voxel_size, self.map.max_points)
+        try:
+            self._insert(fresh, work)
+        finally:
+            with self._map_lock, self._lock:
+                if epoch == self._epoch:  # not cleared meanwhile: adopt the rebuilt state in place
+                    revision = self.map.revision
+                    self.map.__dict__.update(fresh.__dict__)  # references to self.map stay valid
+                    self.map.revision = revision + 1
+                    self._applied(work)
+                    self.revision += 1
+                self._rebuilding = None
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for a background rebuild to finish."""
+        t = self._rebuilding
+        if t is not None:
+            t.join(timeout)
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
         """(points (M, 3) float32, colors (M, 3) uint8) of the voxel map as last synced."""

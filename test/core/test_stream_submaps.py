@@ -115,3 +115,42 @@ def test_loop_closed_map_is_closer_to_the_truth():
     print(f"\nmap median error to the true surfaces: {errors[False]:.4f} m without loop closure, "
           f"{errors[True]:.4f} m with")
     assert errors[True] < 0.5 * errors[False]
+
+
+def test_background_rebuild_swaps_in_the_re_anchored_map(monkeypatch):
+    """sync(background=True) after a re-anchoring returns at once with the old map; when the thread is done the map
+    (same object) holds exactly what a synchronous rebuild gives, and the revision moved on."""
+    rng = np.random.default_rng(1)
+    cols = np.full((300, 3), 50, np.uint8)
+    parts = [rng.uniform(3 * k, 3 * k + 1, (300, 3)).astype(np.float32) for k in range(3)]
+    C = sim3_matrix(1.0, np.eye(3), np.array([0.0, 0.0, 0.7]))
+
+    def build(background):
+        store = SubmapStore(voxel_size=0.02)
+        for k, p in enumerate(parts):
+            store.add(k, p, cols)
+        store.sync()
+        store.set_corrections({1: C})
+        return store, store.sync(background=background)
+
+    ref_store, _ = build(False)
+    import threading
+
+    release = threading.Event()
+    insert = SubmapStore._insert
+
+    def gated(self, target, work):  # hold the background thread until the old map has been looked at
+        if threading.current_thread().name == "submap-rebuild":
+            release.wait(10.0)
+        insert(self, target, work)
+
+    monkeypatch.setattr(SubmapStore, "_insert", gated)
+    store, same = build(True)
+    rev = store.revision
+    old = same.points().copy()
+    assert store.sync() is same  # while rebuilding: no second rebuild, the old map stays
+    release.set()
+    store.wait(10.0)
+    assert same is store.map and store.revision != rev and not store.stale
+    np.testing.assert_allclose(store.snapshot()[0], ref_store.snapshot()[0], atol=1e-6)
+    assert not np.array_equal(np.sort(old, axis=0), np.sort(store.snapshot()[0], axis=0))
