@@ -32,8 +32,9 @@ Confidence -> weight (:attr:`TsdfConfig.weight_mode`):
 - ``"uniform"``: ``w = 1`` on every valid pixel (plain TSDF fusion; the confidence is ignored).
 
 Pixels with ``w < min_obs_weight``, non-finite or non-positive depth or depth beyond ``depth_max`` are not
-integrated. The mesh / points keep voxels with fused weight >= ``mesh_min_weight`` (so a surface seen once by a
-typical pixel, weight 1, is kept and one seen once at low confidence is not).
+integrated. The mesh / points keep voxels with fused weight >= ``mesh_min_weight`` (default 0.5: a surface seen
+once by a pixel of at least half the frame's median confidence is kept, one seen once at lower confidence is not
+until more views confirm it).
 
 Keyframe store (bounded): each keyframe is stored at the integration resolution (the input subsampled by
 ``stride``) as depth float32 + weight float16 + RGB uint8 (9 bytes/pixel; 504x378 at stride 1: 1.7 MB). The
@@ -106,7 +107,7 @@ class TsdfConfig:
     conf_ref: float = 1.0
     w_max: float = 4.0
     min_obs_weight: float = 0.05
-    mesh_min_weight: float = 1.0
+    mesh_min_weight: float = 0.5
     stride: int = 1
     max_store_mb: float = 512.0
     min_store_width: int = 32
