@@ -566,6 +566,13 @@ class TsdfMap:
             self.keyframes[key] = kf
             self._enforce_store_cap()
 
+    def reset(self) -> None:
+        """Forget everything: an empty volume and store (the configuration and the cumulative timings stay)."""
+        with self._lock:
+            self.keyframes.clear()
+            self.dropped_keyframes = 0
+            self._vbg = self._new_grid()
+
     def _checked(self, poses: Mapping[Hashable, Any] | None, corrections: Mapping[Hashable, Any] | None,
                  strict: bool, what: str) -> dict[Hashable, tuple[np.ndarray, np.ndarray]]:
         """key -> (new c2w, new correction) for the known keys given in either mapping (the other keeps the stored

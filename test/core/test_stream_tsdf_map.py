@@ -458,6 +458,10 @@ def test_bad_input_is_refused_and_changes_nothing(room):
     assert nearest_distances(after, before).max() < 1e-6
     m.integrate("k1", **good)  # the map still works
     assert m.stats()["keyframes"] == 2
+    m.reset()
+    assert m.stats()["keyframes"] == 0 and m.stats()["voxel_blocks"] == 0 and len(m.extract_mesh().vertices) == 0
+    m.integrate("k0", _depth(f), np.ones(HW), K, f.c2w, f.rgb)  # a key is new again after a reset
+    assert len(m.extract_mesh().vertices) == len(before)
 
 
 def test_torch_kernel_for_cuda_grids_matches_the_numpy_kernel(room):
