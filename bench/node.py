@@ -108,6 +108,7 @@ def run_node_wrapper(profile_path: str, ros_args: list[str]) -> int:
     cum: dict[str, list[float]] = {}  # name -> [calls, wall_s, thread_cpu_s]
     pack = [0, 0, 0.0]  # calls, points, seconds
     predict_cpu = [0.0, 0.0]  # thread CPU, wall
+    tsdf_of: list = [None]  # the pipeline's TsdfIntegrator (its worker thread's CPU time), when the node has one
     out = open(profile_path, "a", buffering=1)
 
     def emit(record: dict) -> None:
@@ -131,8 +132,12 @@ def run_node_wrapper(profile_path: str, ros_args: list[str]) -> int:
 
     def snapshot() -> dict:
         with lock:
-            return {"callbacks": {k: list(v) for k, v in cum.items()}, "pack": list(pack),
-                    "predict_cpu_s": predict_cpu[0], "predict_wall_s": predict_cpu[1]}
+            record = {"callbacks": {k: list(v) for k, v in cum.items()}, "pack": list(pack),
+                      "predict_cpu_s": predict_cpu[0], "predict_wall_s": predict_cpu[1]}
+        if tsdf_of[0] is not None:
+            timings = tsdf_of[0].timing_stats()
+            record.update(tsdf_cpu_s=timings["tsdf_worker_cpu_ms"] / 1e3, tsdf=tsdf_of[0].stats())
+        return record
 
     orig_pack = rn.points_to_pointcloud2
 
@@ -164,6 +169,7 @@ def run_node_wrapper(profile_path: str, ros_args: list[str]) -> int:
 
     def init(self, *a, **k):
         orig_init(self, *a, **k)
+        tsdf_of[0] = getattr(self.pipeline, "tsdf", None)
         pred = self.pipeline.predictor
         predict = pred.predict
 
@@ -243,7 +249,8 @@ COMPARED = (("host_ms", "node host work, ms/frame (wall)"), ("host_cpu_ms", "nod
             ("publish_ms", "  publishing (wall)"),
             ("map_timer_ms", "  map cloud timer (wall)"), ("chain_cpu_ms", "  chaining (thread CPU)"),
             ("cloud_cpu_ms", "  window cloud (thread CPU)"), ("map_cpu_ms", "  voxel map (thread CPU)"),
-            ("publish_cpu_ms", "  publishing (thread CPU)"),
+            ("publish_cpu_ms", "  publishing (thread CPU)"), ("tsdf_cpu_ms", "  TSDF thread (thread CPU)"),
+            ("host_cpu_with_tsdf_ms", "node host work + TSDF thread, ms/frame (thread CPU)"),
             ("process_cpu_not_predict_pct", "process CPU outside predict, % of frame time"),
             ("latency_p50_ms", "latency p50, ms"), ("latency_p95_ms", "latency p95, ms"),
             ("out_rate_hz", "depth output rate, /s"), ("rss_mb", "node RSS at the end, MB"))
@@ -642,6 +649,14 @@ def main() -> int:
         summary["host_cpu_ms"] = 1e3 * (cb_cpu + pipe_cpu) / max(1, frames_in)
         row("  same, thread CPU", f"{summary['host_cpu_ms']:8.2f} ms", "callbacks and pipeline by thread CPU time "
             "(wall above includes waiting for a core: other processes share this machine)")
+        if "tsdf_cpu_s" in last:  # the TSDF map's background thread: off the executor and the inference worker
+            summary["tsdf_cpu_ms"] = 1e3 * last["tsdf_cpu_s"] / max(1, frames_in)
+            st = last.get("tsdf", {})
+            row("  TSDF thread (background: fusion, pose updates)", f"{summary['tsdf_cpu_ms']:8.2f} ms",
+                f"thread CPU per frame; {int(st.get('tsdf_integrated', 0))} keyframes fused, "
+                f"{int(st.get('tsdf_dropped_frames', 0))} dropped, {int(st.get('tsdf_pose_updates', 0))} pose updates")
+            summary["host_cpu_with_tsdf_ms"] = summary["host_cpu_ms"] + summary["tsdf_cpu_ms"]
+            row("  host work + TSDF thread, thread CPU", f"{summary['host_cpu_with_tsdf_ms']:8.2f} ms", "")
         if pack_calls := last["pack"][0]:
             row("PointCloud2 packing inside the node", f"{last['pack'][1] / max(last['pack'][2], 1e-12) / 1e6:8.1f} "
                 "M pts/s", f"{pack_calls} clouds, {last['pack'][1] / pack_calls:.0f} points on average")

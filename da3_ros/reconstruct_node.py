@@ -5,7 +5,10 @@ thread (latest wins when it is busy, drops counted); each window's cameras are c
 points are added to a voxel map (with ``submaps`` / ``pose_graph``: kept per window, the map cloud assembled at the
 map-publish rate). With ``pose_graph`` and ``loop_closure`` (:mod:`da3_core.stream.loop_closure`) windows are
 nodes of a pose graph; when a loop is closed, the window's TF and poses already carry the new correction, the path
-is re-anchored at once and the map cloud on its next publish. All outputs carry the source image's stamp. The
+is re-anchored at once and the map cloud on its next publish. With ``tsdf`` (on by default) every
+``tsdf_every_n_frames``-th frame is fused into a TSDF volume in a background thread (:mod:`da3_core.stream.tsdf_stream`;
+moved with the pose graph after a closed loop) and ``~/save_map`` also writes its mesh, ``map_mesh.ply``. All outputs
+carry the source image's stamp. The
 pipeline itself is ROS-free (:mod:`da3_core.stream`); this node converts messages, declares parameters and
 publishes.
 
@@ -351,6 +354,7 @@ class ReconstructNode(Node):
             tf_mode, tf_root = self.tf_plan.mode, self.tf_plan.root
         stats = self.pipeline.stats()
         stats.update({k: round(v, 3) for k, v in self.pipeline.loop_timings().items()})
+        stats.update({k: round(v, 3) for k, v in self.pipeline.tsdf_timings().items()})
         drift = self.pipeline.drift.latest
         if drift is not None:  # the newest window's odometry check and the worst slip so far
             counts.update(drift_slip=f"{drift.slip:.4f}", drift_rotation_deg=f"{drift.rotation_drift_deg:.3f}",
@@ -398,7 +402,8 @@ class ReconstructNode(Node):
         pts, _ = self.pipeline.map_snapshot()
         stamps, _ = self.pipeline.trajectory()
         response.success = True
-        response.message = f"saved {len(pts)} map points and {len(stamps)} poses to {out}"
+        mesh = " and the TSDF mesh (map_mesh.ply)" if "mesh" in written else ""
+        response.message = f"saved {len(pts)} map points and {len(stamps)} poses{mesh} to {out}"
         response.map_path, response.trajectory_path = str(written.get("map", "")), str(written.get("trajectory", ""))
         response.num_points, response.num_frames = len(pts), len(stamps)
         return response

@@ -19,7 +19,9 @@ Outputs in ``--out``:
 - ``replay/`` (rosbag2, mcap): ``/da3/depth`` (32FC1, NaN invalid), ``/da3/pose``, ``/tf`` (map -> camera optical
   frame), ``/da3/window_cloud`` (PointCloud2), ``/da3/path``, ``/da3/map_cloud`` (once, at the end); log time =
   the source frame's stamp;
-- ``map.ply``, ``trajectory.tum``, ``depth/`` (:meth:`StreamPipeline.save_outputs`);
+- ``map.ply``, ``trajectory.tum``, ``depth/`` and, with ``tsdf`` (the default), ``map_mesh.ply`` (the TSDF mesh of
+  the keyframes, fused right away in replay; :meth:`StreamPipeline.save_outputs`). The mesh's surface is
+  deterministic, its vertex order is not (Open3D's marching cubes);
 - ``previews/<stamp_ns>.png`` colourised depth; ``map.png`` the map and camera path (and aligned ground truth);
 - ``summary.json``: frames, windows, chain methods, per-stage timings (decode, predict, chain, cloud, map, write:
   total and mean), map points, is_metric and, when the bag has ground truth (depth image topic, PoseStamped

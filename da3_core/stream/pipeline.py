@@ -13,6 +13,11 @@ Per-frame outputs are in the map frame (first camera = origin, see :mod:`da3_cor
 Overlap frames are delivered once, by the first window containing them (``ChainedFrame.is_new``); the trajectory
 keeps that first estimate. The window cloud and the map get points of the new frames only.
 
+TSDF map (``tsdf``, off by default here; :mod:`da3_core.stream.tsdf_stream`): every ``tsdf_every_n_frames``-th new
+frame is fused, with its chained pose and its window's pose-graph correction, into a confidence-weighted TSDF volume
+(:class:`~da3_core.stream.tsdf_map.TsdfMap`); a closed loop moves the fused keyframes; synchronous runs fuse at once,
+the live worker hands keyframes to a background thread. ``save_outputs`` then also writes ``map_mesh.ply``.
+
 Saved outputs (:meth:`save_outputs`): ``map.ply`` (binary little-endian, x y z float32 + rgb uint8),
 ``trajectory.tum`` (``timestamp tx ty tz qx qy qz qw``: c2w in the map frame, stamp in seconds), and per-frame depth
 for the last ``keep_depth_frames`` frames in ``depth/<stamp_ns>.npz`` (``depth`` float32 map units, NaN invalid;
@@ -40,6 +45,8 @@ from da3_core.stream.loop_closure import LoopCloser, LoopConfig, apply_sim3_to_p
 from da3_core.stream.predictor import Predictor, WindowPrediction
 from da3_core.stream.rig import align_to_rig
 from da3_core.stream.submaps import SubmapStore
+from da3_core.stream.tsdf_map import TsdfConfig
+from da3_core.stream.tsdf_stream import TsdfIntegrator
 from da3_core.stream.voxel_map import VoxelMap
 from da3_core.stream.window import SlidingWindow, Window
 from da3_core.stream.worker import InferenceWorker
@@ -79,6 +86,10 @@ class PipelineConfig:
     loop: LoopConfig = field(default_factory=LoopConfig)  # loop-closure knobs (its loop_closure flag is ignored)
     submaps: bool = False  # keep map points per window, assemble the voxel map lazily (always with pose_graph)
     submap_max_points: int = 4_000_000  # stored submap points before the oldest are thinned
+    tsdf: bool = False  # fuse keyframes into a TSDF volume (da3_core.stream.tsdf_stream); needs open3d
+    tsdf_every_n_frames: int = 6  # every n-th new frame is a TSDF keyframe
+    tsdf_queue_size: int = 4  # live mode: keyframes waiting for the TSDF thread (more are dropped, counted)
+    tsdf_map: TsdfConfig = field(default_factory=lambda: TsdfConfig(voxel_size=0.05, stride=2, block_count=2000))
 
 
 @dataclass
@@ -153,6 +164,10 @@ class StreamPipeline:
         self._epoch = 0
         self._loop_predict_cpu = 0.0
         self.is_metric: bool | None = None
+        self.tsdf: TsdfIntegrator | None = None
+        if cfg.tsdf:
+            self.tsdf = TsdfIntegrator(cfg.tsdf_map, cfg.tsdf_every_n_frames, cfg.tsdf_queue_size,
+                                       correction_of=self._window_correction, corrections=self._corrections)
 
     # --- synchronous (offline replay) ----------------------------------------------------------------------------
 
@@ -180,6 +195,8 @@ class StreamPipeline:
         if self._worker is not None:
             raise RuntimeError("pipeline worker already started")
         self._on_result = on_result
+        if self.tsdf is not None:
+            self.tsdf.background = True  # keyframes are fused in the TSDF thread, off the inference worker
         self._worker = InferenceWorker(self.run_window, self._deliver, on_error,
                                        max_pending=self.cfg.max_pending_windows)
 
@@ -199,6 +216,8 @@ class StreamPipeline:
         return True
 
     def stop(self, timeout: float = 5.0) -> bool:
+        if self.tsdf is not None:
+            self.tsdf.stop(timeout)
         if self._worker is None:
             return True
         ok = self._worker.stop(timeout)
@@ -289,6 +308,14 @@ class StreamPipeline:
                 timings.update(loop_timings)
                 correction = C
                 frames, points, transform = self._corrected(C, chain.frames, cloud.points, chain.transform)
+        if self.tsdf is not None and (chain.chained or self.cfg.insert_unchained):
+            t_tsdf = time.perf_counter()
+            with self._lock:
+                if epoch == self._epoch:  # uncorrected chained frames: the map applies the window's correction
+                    if loop_closed:
+                        self.tsdf.loop_closed()
+                    self.tsdf.offer(window.index, window.frames, chain.frames)
+            timings["tsdf_s"] = time.perf_counter() - t_tsdf
         c_pred += self._loop_predict_cpu
         self._loop_predict_cpu = 0.0
         timings.update(cloud_s=t2 - t1, map_s=t3 - t2, total_s=time.perf_counter() - t0, chain_cpu_s=c1 - c_chain,
@@ -409,6 +436,8 @@ class StreamPipeline:
             self._epoch += 1
             self.is_metric = None
             self.drift.reset()
+            if self.tsdf is not None:
+                self.tsdf.reset()
             self.counts["resets"] += 1
 
     def map_revision(self) -> tuple[int, int]:
@@ -435,6 +464,11 @@ class StreamPipeline:
 
     def _corrections(self) -> dict[int, np.ndarray]:
         return {} if self.loops is None else self.loops.corrections()
+
+    def _window_correction(self, window: int) -> np.ndarray | None:
+        """The window's current pose-graph correction (None without a graph)."""
+        loops = self.loops
+        return None if loops is None else loops.correction(window)
 
     def corrections(self) -> dict[int, np.ndarray]:
         """window -> (4, 4) current pose-graph correction (chained map -> optimised map); empty without a graph."""
@@ -467,9 +501,15 @@ class StreamPipeline:
                        map_points=submaps.map_size())
         if loops is not None:
             out.update(loops.stats())
+        if self.tsdf is not None:
+            out.update(self.tsdf.stats())
         if self._worker is not None:
             out.update({f"worker_{k}": v for k, v in self._worker.stats().items()})
         return out
+
+    def tsdf_timings(self) -> dict[str, float]:
+        """TSDF map timings (ms; empty without the TSDF map), see :meth:`TsdfIntegrator.timing_stats`."""
+        return {} if self.tsdf is None else self.tsdf.timing_stats()
 
     def loop_timings(self) -> dict[str, float]:
         """Pose-graph / loop-closure timings of the last window (ms; empty without a graph)."""
@@ -477,7 +517,8 @@ class StreamPipeline:
         return {} if loops is None else loops.timing_stats()
 
     def save_outputs(self, out_dir: str | Path, depth_format: str = "npz") -> dict[str, Path]:
-        """Write map.ply, trajectory.tum and depth/ (see the module docstring); returns paths by kind."""
+        """Write map.ply, trajectory.tum, depth/ and, with ``tsdf``, map_mesh.ply (see the module docstring);
+        returns paths by kind."""
         if depth_format not in ("npz", "png16"):
             raise ValueError(f"depth_format must be 'npz' or 'png16', got {depth_format!r}")
         from da3_core.export.ply import write_ply
@@ -497,6 +538,8 @@ class StreamPipeline:
         lines = ["# timestamp tx ty tz qx qy qz qw (camera-to-world in the map frame, OpenCV camera axes)"]
         lines += [tum_line(int(s), P) for s, P in zip(stamps, poses)]
         paths["trajectory"].write_text("\n".join(lines) + "\n")
+        if self.tsdf is not None:
+            paths["mesh"], _ = self.tsdf.save_mesh_ply(out / "map_mesh.ply")
         for cf in frames:
             name = f"{cf.stamp_ns}" if cf.camera == 0 else f"{cf.stamp_ns}_cam{cf.camera}"
             if depth_format == "npz":

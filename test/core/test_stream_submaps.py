@@ -15,6 +15,7 @@ from da3_core.stream.loop_scenarios import DriftingPredictor, loop_sequence
 from da3_core.stream.pipeline import PipelineConfig, StreamPipeline
 from da3_core.stream.predictor import OraclePredictor, sim3_matrix
 from da3_core.stream.submaps import SubmapStore
+from da3_core.stream.tsdf_map import TsdfConfig
 from da3_core.stream.voxel_map import VoxelMap
 
 
@@ -77,15 +78,15 @@ def test_memory_is_bounded_by_thinning_the_oldest():
         store.add(9, np.zeros((3, 3)), np.zeros((2, 3), np.uint8))
 
 
-def _map_error(pipe, seq) -> float:
-    """Median distance (metres) of the map's points, aligned to the truth by the trajectory's Sim(3), to the true
-    surface points (every frame's true depth unprojected, 2-pixel grid)."""
+def _map_error(pipe, seq, points: np.ndarray | None = None) -> float:
+    """Median distance (metres) of the map's points (or ``points``, map frame), aligned to the truth by the
+    trajectory's Sim(3), to the true surface points (every frame's true depth unprojected, 2-pixel grid)."""
     from scipy.spatial import cKDTree
 
     stamps, c2w = pipe.trajectory()
     gt = np.stack([invert_rigid(seq.truth[int(s)][1]) for s in stamps])
     s, R, t = umeyama_sim3(c2w[:, :3, 3], gt[:, :3, 3])
-    pts = pipe.map_snapshot()[0].astype(np.float64) @ (s * R).T + t
+    pts = (pipe.map_snapshot()[0] if points is None else points).astype(np.float64) @ (s * R).T + t
     true = []
     for depth, w2c, K in seq.truth.values():
         v, u = np.mgrid[0:depth.shape[0]:2, 0:depth.shape[1]:2]
@@ -97,12 +98,15 @@ def _map_error(pipe, seq) -> float:
 
 
 def test_loop_closed_map_is_closer_to_the_truth():
+    """Point map and TSDF mesh alike: the loop closure's corrections move them onto the true surfaces (the TSDF's
+    keyframes, fused with their window's correction of the time, are re-fused by ``update_poses``)."""
     seq = loop_sequence(240, 400.0, seed=0)
-    errors = {}
+    errors, mesh_errors = {}, {}
     for closed in (False, True):
         oracle = OraclePredictor(lambda f: seq.truth[f.stamp_ns], random_transform=True, seed=1)
         cfg = PipelineConfig(window_size=8, overlap=2, voxel_size=0.02, cloud_conf_percentile=None,
-                             keep_depth_frames=0, pose_graph=True, loop_closure=closed)
+                             keep_depth_frames=0, pose_graph=True, loop_closure=closed, tsdf=True,
+                             tsdf_every_n_frames=6, tsdf_map=TsdfConfig(voxel_size=0.05, depth_max=20.0))
         pipe = StreamPipeline(DriftingPredictor(oracle, 0.01, 0.5, 2), cfg)
         for i, f in enumerate(seq.frames):
             pipe.process(f)
@@ -110,11 +114,15 @@ def test_loop_closed_map_is_closer_to_the_truth():
                 pipe.map_snapshot()  # as the node's map timer does: the map is assembled along the way
         pipe.flush()
         errors[closed] = _map_error(pipe, seq)
+        mesh_errors[closed] = _map_error(pipe, seq, pipe.tsdf.map.extract_mesh().vertices)
+        st = pipe.stats()
+        assert st["tsdf_keyframes"] == 40 and st["tsdf_pose_updates"] == (1 if closed else 0)
         if closed:
-            assert pipe.stats()["submap_rebuilds"] >= 1 and pipe.stats()["loops_closed"] >= 1
+            assert st["submap_rebuilds"] >= 1 and st["loops_closed"] >= 1
     print(f"\nmap median error to the true surfaces: {errors[False]:.4f} m without loop closure, "
-          f"{errors[True]:.4f} m with")
+          f"{errors[True]:.4f} m with; TSDF mesh {mesh_errors[False]:.4f} m / {mesh_errors[True]:.4f} m")
     assert errors[True] < 0.5 * errors[False]
+    assert mesh_errors[True] < 0.5 * mesh_errors[False]
 
 
 def test_background_rebuild_swaps_in_the_re_anchored_map(monkeypatch):

@@ -88,9 +88,11 @@ def test_oracle_views_give_the_scene_surface_f1_at_2_voxels(room):
     assert s["keyframes"] == 8 and s["voxel_blocks"] > 0 and s["integrate_ms_mean"] > 0
 
 
-def test_oracle_pipeline_run_keyframes_fuse_onto_the_scene():
-    """The streaming pipeline with the geometry oracle (exact depth, chained windows): its new keyframes (map frame
-    = the first camera's), fused as they come out, give the scene's surface: F1 at 2 voxels >= 0.9."""
+@pytest.mark.parametrize("every_n", [1, 3])
+def test_oracle_pipeline_run_keyframes_fuse_onto_the_scene(every_n, tmp_path):
+    """The streaming pipeline with the geometry oracle (exact depth, chained windows) and its TSDF map on: every
+    ``every_n``-th new frame (map frame = the first camera's) is fused as it comes out, and the mesh is the scene's
+    surface: F1 at 2 voxels >= 0.9 (every frame or every third); save_outputs writes it as map_mesh.ply."""
     from da3_core.data.synthetic.sequence import SyntheticSequence
     from da3_core.stream.frame import Frame
     from da3_core.stream.pipeline import PipelineConfig, StreamPipeline
@@ -102,14 +104,16 @@ def test_oracle_pipeline_run_keyframes_fuse_onto_the_scene():
         f = seq.frame(i)
         truth[seq.stamp_ns(i)] = (f.depth.astype(np.float64), f.w2c, f.K)
         frames.append(Frame(stamp_ns=seq.stamp_ns(i), rgb=f.rgb, K=f.K.copy(), frame_id="cam", index=i))
-    pipe = StreamPipeline(OraclePredictor(lambda fr: truth[fr.stamp_ns]), PipelineConfig(window_size=6, overlap=2))
-    tsdf = TsdfMap(voxel_size=0.04, depth_max=8.0)
-    results = [r for r in (pipe.process(f) for f in frames) if r is not None]
-    results.append(pipe.flush())
-    for r in filter(None, results):
-        for cf in r.new_frames:
-            tsdf.integrate(cf.key, cf.depth, cf.conf, cf.K, cf.c2w, frames[cf.index].rgb)
-    assert len(tsdf.keyframes) == len(seq)
+    cfg = PipelineConfig(window_size=6, overlap=2, tsdf=True, tsdf_every_n_frames=every_n,
+                         tsdf_map=TsdfConfig(voxel_size=0.04, depth_max=8.0))
+    pipe = StreamPipeline(OraclePredictor(lambda fr: truth[fr.stamp_ns]), cfg)
+    for f in frames:
+        pipe.process(f)
+    pipe.flush()
+    tsdf = pipe.tsdf.map
+    assert list(tsdf.keyframes) == [(seq.stamp_ns(i), 0) for i in range(0, len(seq), every_n)]
+    st = pipe.stats()
+    assert st["tsdf_integrated"] == st["tsdf_keyframes"] == len(tsdf.keyframes) and st["tsdf_dropped_frames"] == 0
     c2w0 = np.linalg.inv(truth[seq.stamp_ns(0)][1])  # map frame -> world
     v = tsdf.extract_mesh().vertices.astype(np.float64) @ c2w0[:3, :3].T + c2w0[:3, 3]
     samples = []
@@ -121,9 +125,14 @@ def test_oracle_pipeline_run_keyframes_fuse_onto_the_scene():
         c2w = np.linalg.inv(w2c)
         samples.append(X @ c2w[:3, :3].T + c2w[:3, 3])
     p, r, f1 = _f1(seq.scene, v, np.concatenate(samples), 2 * 0.04)
-    print(f"oracle pipeline run, {len(seq)} keyframes 168x126, voxel 0.04 m: precision {p:.4f} recall {r:.4f} "
-          f"F1 {f1:.4f}")
-    assert f1 >= 0.9
+    print(f"oracle pipeline run, {len(tsdf.keyframes)} keyframes 168x126, voxel 0.04 m: precision {p:.4f} "
+          f"recall {r:.4f} F1 {f1:.4f}")
+    assert f1 >= 0.9 and p >= 0.95
+    paths = pipe.save_outputs(tmp_path)
+    saved = o3d.io.read_triangle_mesh(str(paths["mesh"]))
+    assert paths["mesh"] == tmp_path / "map_mesh.ply" and len(saved.vertices) == len(v)
+    pipe.reset()
+    assert len(tsdf.keyframes) == 0 and tsdf.stats()["voxel_blocks"] == 0
 
 
 def test_weighted_fusion_of_two_planes_is_the_weighted_mean_depth():
