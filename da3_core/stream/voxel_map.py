@@ -7,8 +7,9 @@ ones are dropped first (lowest weight among equally old ones).
 Keys: voxel indices ``floor(p / voxel_size)`` packed into one int64 (21 bits per axis, offset 2^20), so the map
 spans +-2^20 voxels per axis (+-52 km at 5 cm); points beyond are ignored and counted in ``n_out_of_range``.
 The state is kept sorted by key, the sums of each voxel in one (M, 8) row (x, y, z, r, g, b weighted sums, weight,
-tick); an insert sorts the N new points once (O(N log N)), sums them per voxel with ``bincount`` (one pass per
-column) and merges with one row insert (O(M) memory moves).
+tick); an insert groups the N new points by voxel (through a dense occupancy table over their bounding box, O(N +
+cells), or by sorting their keys when the box is huge, O(N log N)), sums them per voxel with ``bincount`` (one pass
+per column) and merges with one row insert (O(M) memory moves).
 """
 
 from __future__ import annotations
@@ -21,6 +22,47 @@ __all__ = ["VoxelMap"]
 
 _BITS = 21
 _OFFSET = 1 << (_BITS - 1)
+
+
+_DENSE_CELLS = 1 << 21  # voxel grouping by a dense table over the batch's bounding box up to this many cells
+
+
+def _pack(u: np.ndarray) -> np.ndarray:
+    """(3, M) non-negative voxel indices -> (M,) int64 keys (x major, then y, then z: the keys' sort order)."""
+    return (u[0] << (2 * _BITS)) | (u[1] << _BITS) | u[2]
+
+
+def _group_voxels(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Group points by voxel: (sorted unique keys (V,), voxel number of each point (M,), order). ``order`` is None
+    when ``group`` follows the points as given, else the permutation of the points ``group`` refers to.
+
+    A batch whose bounding box has at most ``max(4 M, _DENSE_CELLS)`` voxels (a camera's view at map resolution) is
+    grouped through a dense occupancy table over that box, O(M + cells), in input order; others by sorting the keys,
+    O(M log M). Both give the same voxels in key order (x, y, z lexicographic)."""
+    m = u.shape[1]
+    lo = u.min(axis=1)
+    span = u.max(axis=1) - lo + 1
+    cells = int(span[0]) * int(span[1]) * int(span[2])
+    if cells <= max(4 * m, _DENSE_CELLS):
+        ck = (u[0] - lo[0]) * span[1]
+        ck += u[1] - lo[1]
+        ck *= span[2]
+        ck += u[2] - lo[2]
+        occupied = np.zeros(cells, bool)
+        occupied[ck] = True
+        rank = np.cumsum(occupied, dtype=np.int64)
+        rank -= 1
+        group = rank[ck]
+        cell = np.flatnonzero(occupied)  # ascending compact index = ascending key
+        z = cell % span[2]
+        cell //= span[2]
+        v = np.stack([cell // span[1] + lo[0], cell % span[1] + lo[1], z + lo[2]])
+        return _pack(v), group, None
+    keys = _pack(u)
+    order = np.argsort(keys)  # deterministic for given input; sums within a voxel follow this order
+    keys = keys[order]
+    first = np.r_[True, keys[1:] != keys[:-1]]
+    return keys[first], np.cumsum(first) - 1, order
 
 
 class VoxelMap:
@@ -70,20 +112,20 @@ class VoxelMap:
             return len(self)
         self._counter += 1
         self.revision += 1
-        u = idx[:, sel].astype(np.int64) + _OFFSET
-        keys = (u[0] << (2 * _BITS)) | (u[1] << _BITS) | u[2]
-        order = np.argsort(keys)  # deterministic for given input; sums within a voxel follow this order
-        keys, sel = keys[order], sel[order]
-        first = np.r_[True, keys[1:] != keys[:-1]]
-        ukeys = keys[first]
-        group = np.cumsum(first) - 1  # voxel of each sorted point
-        wk = w[sel]
+        u = (idx if sel.size == n else idx[:, sel]).astype(np.int64)  # (3, M) voxel indices, offset to >= 0
+        u += _OFFSET
+        ukeys, group, order = _group_voxels(u)
+        rows = sel if order is None else sel[order]  # the points in the order of ``group``
+        if order is None and sel.size == n:
+            rows = None  # every point, in input order: no gathers
+        wk = w if rows is None else w[rows]
         n_vox = len(ukeys)
         sums = np.empty((n_vox, 7), np.float64)  # weighted x y z r g b, weight
         P, C = pts.T, cols.T
         for j in range(3):
-            sums[:, j] = np.bincount(group, weights=wk * P[j, sel], minlength=n_vox)
-            sums[:, 3 + j] = np.bincount(group, weights=wk * C[j, sel], minlength=n_vox)
+            pj, cj = (P[j], C[j]) if rows is None else (P[j, rows], C[j, rows])
+            sums[:, j] = np.bincount(group, weights=wk * pj, minlength=n_vox)
+            sums[:, 3 + j] = np.bincount(group, weights=wk * cj, minlength=n_vox)
         sums[:, 6] = np.bincount(group, weights=wk, minlength=n_vox)
         # merge with the sorted state
         pos = np.searchsorted(self._keys, ukeys)

@@ -80,3 +80,42 @@ def test_revision_changes_with_every_change_only():
     seen.add(m.revision)
     m.clear()
     assert m.revision not in seen
+
+
+def test_dense_and_sorted_grouping_give_the_per_voxel_weighted_means():
+    """A compact batch (grouped through the dense table over its bounding box) and the same batch with a far point
+    (a huge box: grouped by sorting) give the same voxels, in key order, with the weighted means of a plain
+    per-point reference; points that are not finite or have no weight are left out."""
+    rng = np.random.default_rng(3)
+    pts = rng.normal(0.0, 0.7, (4000, 3))
+    pts[::50] = np.nan
+    cols = rng.integers(0, 256, (4000, 3)).astype(np.uint8)
+    w = rng.uniform(0.1, 2.0, 4000)
+    w[::77] = 0.0
+    far = np.array([[4.0e3, -3.0e3, 2.0e3]])
+    maps = {}
+    for name, extra in (("dense", 0), ("sorted", 1)):
+        vm = VoxelMap(0.1)
+        vm.insert(np.concatenate([pts, far[:extra]]), np.concatenate([cols, cols[:extra]]),
+                  np.concatenate([w, w[:extra] + 1.0]))
+        maps[name] = vm
+    ref: dict[tuple[int, int, int], list[float]] = {}
+    for p, c, wi in zip(pts, cols, w):
+        if not (np.all(np.isfinite(p)) and wi > 0):
+            continue
+        acc = ref.setdefault(tuple(np.floor(p / 0.1).astype(int)), [0.0] * 7)
+        for j in range(3):
+            acc[j] += wi * p[j]
+            acc[3 + j] += wi * c[j]
+        acc[6] += wi
+    keys = sorted(ref)  # lexicographic (x, y, z) = the map's key order
+    want_pts = np.array([[ref[k][j] / ref[k][6] for j in range(3)] for k in keys])
+    want_cols = np.array([[round(ref[k][3 + j] / ref[k][6]) for j in range(3)] for k in keys])
+    dense, sparse = maps["dense"], maps["sorted"]
+    assert len(dense) == len(keys) and len(sparse) == len(keys) + 1
+    far_at = int(np.flatnonzero(np.all(np.isclose(sparse.points(), far, atol=1e-3), axis=1))[0])
+    rest = np.delete(np.arange(len(sparse)), far_at)
+    for vm, sel in ((dense, np.arange(len(dense))), (sparse, rest)):
+        np.testing.assert_allclose(vm.points()[sel], want_pts, atol=1e-5)
+        assert np.abs(vm.colors()[sel].astype(int) - want_cols).max() <= 1
+        np.testing.assert_allclose(vm.weights()[sel], [ref[k][6] for k in keys], rtol=1e-9)
