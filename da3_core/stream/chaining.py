@@ -176,7 +176,7 @@ class WindowChainer:
             c2w = np.eye(4)
             c2w[:3, :3] = R @ c2w_win[i, :3, :3]
             c2w[:3, 3] = s * (R @ c2w_win[i, :3, 3]) + t
-            depth = pred.depth[i] if s == 1.0 else (pred.depth[i] * np.float32(s)).astype(np.float32)
+            depth = pred.depth[i] if s == 1.0 else np.multiply(pred.depth[i], np.float32(s), dtype=np.float32)
             sky = None if pred.sky is None else pred.sky[i]
             out.append(ChainedFrame(stamp_ns=int(f.stamp_ns), index=f.index, frame_id=f.frame_id, depth=depth,
                                     conf=pred.conf[i], sky=sky, K=np.asarray(pred.K[i], dtype=np.float64), c2w=c2w,
@@ -193,13 +193,21 @@ class WindowChainer:
 
     # --- alignment ------------------------------------------------------------------------------------------------
 
+    def _sample_grid(self, H: int, W: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, cols) of the correspondence pixels (every ``step``-th, from step // 2), cached per shape."""
+        cache = self.__dict__.setdefault("_grids", {})
+        grid = cache.get((H, W, step))
+        if grid is None:
+            rr, cc = np.meshgrid(np.arange(step // 2, H, step), np.arange(step // 2, W, step), indexing="ij")
+            grid = cache[(H, W, step)] = (rr.ravel(), cc.ravel())
+        return grid
+
     def _correspondences(self, frames, pred, c2w_win, shared):
         """(src (N,3) window frame, dst (N,3) map frame, weights (N,), range (N,)) over the shared frames."""
         H, W = pred.depth.shape[1:]
         per_frame = max(1, self.max_correspondences // max(1, len(shared)))
         step = max(1, int(np.floor(np.sqrt(H * W / per_frame))))
-        rr, cc = np.meshgrid(np.arange(step // 2, H, step), np.arange(step // 2, W, step), indexing="ij")
-        rr, cc = rr.ravel(), cc.ravel()
+        rr, cc = self._sample_grid(H, W, step)
         src, dst, wts, rng = [], [], [], []
         for i in shared:
             prev = self._prev[frames[i].key]
