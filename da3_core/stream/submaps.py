@@ -130,7 +130,9 @@ class SubmapStore:
             if len(sm.points) < 2:
                 continue
             n0 = len(sm.points)
-            sm.points, sm.colors, sm.weights = sm.points[::2], sm.colors[::2], sm.weights[::2]
+            # copies, not views: a strided view would keep the whole original array alive (memory never freed)
+            sm.points, sm.colors, sm.weights = (np.ascontiguousarray(a[::2]) for a in (sm.points, sm.colors,
+                                                                                    sm.weights))
             self.n_points -= n0 - len(sm.points)
             self.n_thinned += n0 - len(sm.points)
             if sm.applied is not None:

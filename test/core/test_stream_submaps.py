@@ -74,6 +74,13 @@ def test_memory_is_bounded_by_thinning_the_oldest():
         store.add(k, np.random.default_rng(k).uniform(0, 1, (300, 3)), np.zeros((300, 3), np.uint8))
     assert store.n_points <= 1000 and store.n_thinned > 0
     assert len(store.submaps[5].points) == 300  # the newest keeps everything
+
+    def held(a: np.ndarray) -> int:  # bytes kept alive by an array (a view keeps its whole base)
+        return (a.base if a.base is not None else a).nbytes
+
+    # the memory held is that of the kept points, not of everything ever added (views of thinned arrays would be)
+    assert sum(held(a) for sm in store.submaps.values() for a in (sm.points, sm.colors, sm.weights)) \
+        <= 1000 * (12 + 3 + 4)
     with pytest.raises(ValueError):
         store.add(9, np.zeros((3, 3)), np.zeros((2, 3), np.uint8))
 
