@@ -134,7 +134,8 @@ PARAMS: tuple[Param, ...] = (
           "seen in the query anchor at a consistent depth", range=(0.0, 1.0)),
     Param("loop_max_depth_residual", 0.05, "loop closure verification: largest median relative disagreement between "
           "a place's stored depth and its depth in the joint window (after one scale)", range=(0.0, 1.0)),
-    Param("loop_cooldown_windows", 2, "loop closure: windows after an accepted loop that search no candidates",
+    Param("loop_cooldown_windows", 25, "loop closure: windows after an accepted loop that search no candidates "
+          "(each loop edge costs the incremental solver fill-in: a loop every few windows makes it grow)",
           range=(0, 100000)),
     Param("loop_max_places", 1000, "loop closure: places kept (older ones are thinned past this; each holds two "
           "JPEG images and a subsampled depth map, about 0.1 MB at 504x378)", range=(10, 1_000_000)),

@@ -56,7 +56,7 @@ class LoopConfig:
     min_gap_windows: int = 5
     top_k: int = 1
     place_frames: int = 2
-    cooldown_windows: int = 2
+    cooldown_windows: int = 25  # ~5 s at 30 Hz; each loop edge adds fill-in to the ISAM2 tree
     max_places: int = 1000
     place_image_step: int = 2  # place images are kept subsampled by this (1: as they came)
     min_inlier_ratio: float = 0.3
