@@ -361,8 +361,8 @@ def main() -> int:
     from da3_ros_interfaces.msg import WindowResult
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
     from std_msgs.msg import Header
 
     from da3_ros.conversions import make_camera_info, ns_to_stamp, stamp_to_ns
@@ -378,6 +378,7 @@ def main() -> int:
     depth_rx: list[tuple[int, int]] = []  # (stamp_ns, receive wall ns)
     windows: list[dict] = []
     diag: dict[str, str] = {}
+    map_rx: list[int] = []  # receive wall ns of map_cloud messages
 
     def on_depth(msg: Image) -> None:
         now = time.time_ns()
@@ -402,6 +403,14 @@ def main() -> int:
     node.create_subscription(Image, "depth", on_depth, out_qos)
     node.create_subscription(WindowResult, "window", on_window, out_qos)
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, out_qos)
+
+    def on_map(msg: PointCloud2) -> None:
+        with lock:
+            map_rx.append(time.time_ns())
+
+    node.create_subscription(PointCloud2, "map_cloud", on_map, QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL))
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spin = threading.Thread(target=executor.spin, daemon=True)
@@ -688,9 +697,15 @@ def main() -> int:
         summary["latency_p95_last_tenth_ms"] = 1e3 * pct(tenths[-1], 95)
         row("latency p50 / p95 by tenth of the run", "", "  ".join(f"{1e3 * pct(t, 50):.0f}/{1e3 * pct(t, 95):.0f}"
                                                                    for t in tenths) + " ms")
+    if len(map_rx) >= 3:  # map publishing on time: intervals between received map clouds (the timer's rate)
+        gaps = np.diff(np.array(map_rx)) / 1e9
+        summary["map_interval_max_s"] = float(gaps.max())
+        row("map cloud messages received", f"{len(map_rx):8d}", f"interval p50 {pct(gaps, 50):.2f} s, p95 "
+            f"{pct(gaps, 95):.2f} s, max {gaps.max():.2f} s (map_publish_rate_hz; sent when the map changed)")
     if diag_last:
         keys = ("frames_in", "frames_out", "windows_out", "worker_dropped", "map_points", "trajectory_len",
-                "rejected_unexpected", "inference_errors", "publish_errors")
+                "rejected_unexpected", "inference_errors", "publish_errors", "loop_candidates", "loop_accepted",
+                "graph_nodes")
         row("node diagnostics (last)", "", ", ".join(f"{k}={diag_last[k]}" for k in keys if k in diag_last))
     row("node exit code", f"{rc:8d}", "after SIGINT")
 
