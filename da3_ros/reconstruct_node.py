@@ -83,6 +83,7 @@ from da3_ros.params import (
     validate,
 )
 from da3_ros.pointcloud import points_to_pointcloud2
+from da3_ros.process_setup import limit_malloc_arenas
 from da3_ros.tf_io import TfListener, transform_msgs
 
 TF_CACHE_S = 10.0  # TF history kept per edge (pose conditioning, map -> odom)
@@ -445,6 +446,7 @@ def spin(executor, context) -> None:
 
 
 def main(args: list[str] | None = None) -> int:
+    limit_malloc_arenas()  # before any thread starts: bounded memory on long runs (da3_ros/process_setup.py)
     rclpy.init(args=args)
     node = None
     code = 0
