@@ -4,32 +4,16 @@ count, reset discarding queued work, and pose updates after a closed loop (the m
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
 
+from da3_core.stream.chaining import ChainedFrame
 from da3_core.stream.tsdf_map import TsdfConfig
 from da3_core.stream.tsdf_stream import TsdfIntegrator
 
 HW = (24, 32)
 K = np.array([[30.0, 0.0, 16.0], [0.0, 30.0, 12.0], [0.0, 0.0, 1.0]])
-
-
-@dataclass
-class _Chained:
-    stamp_ns: int
-    depth: np.ndarray
-    conf: np.ndarray
-    sky: np.ndarray | None
-    K: np.ndarray
-    c2w: np.ndarray
-    is_new: bool = True
-    camera: int = 0
-
-    @property
-    def key(self) -> tuple[int, int]:
-        return self.stamp_ns, self.camera
 
 
 def _window(first: int, n: int, overlap: int = 0, sky_rows: int = 0):
@@ -41,8 +25,8 @@ def _window(first: int, n: int, overlap: int = 0, sky_rows: int = 0):
             sky = np.zeros(HW, bool)
             sky[:sky_rows] = True
         frames.append(SimpleNamespace(rgb=np.full((*HW, 3), 200, np.uint8)))
-        chained.append(_Chained(i, np.full(HW, 2.0, np.float32), np.ones(HW, np.float32), sky, K, np.eye(4),
-                                is_new=i >= first))
+        chained.append(ChainedFrame(i, i, "cam", np.full(HW, 2.0, np.float32), np.ones(HW, np.float32), sky, K,
+                                    np.eye(4), is_new=i >= first))
     return frames, chained
 
 
