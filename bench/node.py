@@ -291,6 +291,9 @@ def main() -> int:
                     help="the node's input_qos parameter (see the module docstring for why reliable is the default)")
     ap.add_argument("--feeder-qos", choices=("reliable", "best_effort"), default="reliable",
                     help="QoS of the feeder's image/camera_info publishers")
+    ap.add_argument("--subscribe", choices=("measured", "all"), default="measured",
+                    help="which node outputs this bench subscribes to: the ones it measures (depth, window, "
+                         "diagnostics, map_cloud; the node skips building the others) or all of them")
     ap.add_argument("--mem-every", type=int, default=25, help="sample the node's RSS after every N frames")
     ap.add_argument("--pack-sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     ap.add_argument("--startup-s", type=float, default=None,
@@ -343,7 +346,8 @@ def main() -> int:
 
     print(f"bench/node.py: {args.predictor} predictor, {args.frames} frames x {args.repeat} {width}x{height} at "
           f"{args.rate:g} Hz, "
-          f"window {args.window_size} (overlap {args.overlap}), ROS_DOMAIN_ID={domain}, node pid {pid}", flush=True)
+          f"window {args.window_size} (overlap {args.overlap}), ROS_DOMAIN_ID={domain}, node pid {pid}, "
+          f"subscribed to {'every output' if args.subscribe == 'all' else 'the measured outputs'}", flush=True)
 
     # render while the node starts
     from da3_core.data.synthetic.sequence import SyntheticSequence
@@ -411,6 +415,19 @@ def main() -> int:
     node.create_subscription(PointCloud2, "map_cloud", on_map, QoSProfile(
         history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
         durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    if args.subscribe == "all":  # every other output too (RViz + a bag recorder): nothing is skipped by the node
+        from da3_ros_interfaces.msg import DriftReport
+        from geometry_msgs.msg import PoseStamped
+        from nav_msgs.msg import Path as PathMsg
+        from tf2_msgs.msg import TFMessage
+
+        latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        for mtype, topic, qos in ((Image, "confidence", out_qos), (CameraInfo, "depth/camera_info", out_qos),
+                                  (PoseStamped, "pose", out_qos), (PointCloud2, "window_cloud", out_qos),
+                                  (DriftReport, "drift", out_qos), (TFMessage, "/tf", out_qos),
+                                  (PathMsg, "path", latched)):
+            node.create_subscription(mtype, topic, lambda _m: None, qos)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spin = threading.Thread(target=executor.spin, daemon=True)

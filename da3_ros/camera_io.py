@@ -27,6 +27,7 @@ from da3_ros.conversions import (
     ns_to_stamp,
     stamp_to_ns,
 )
+from da3_ros.lazy_publish import listened
 
 __all__ = ["CameraIO", "DEFAULT_CAMERA_FRAME"]
 
@@ -99,9 +100,14 @@ class CameraIO:
         """depth (32FC1, NaN on sky / invalid), confidence and the depth image's CameraInfo of one frame."""
         header = Header(stamp=ns_to_stamp(cf.stamp_ns), frame_id=cf.frame_id)
         h, w = cf.depth.shape
-        self.publish(self.pub_depth, depth_to_image_msg(cf.depth, header, invalid=cf.sky))
-        self.publish(self.pub_conf, conf_to_image_msg(cf.conf, header))
-        self.publish(self.pub_info, make_camera_info(cf.K, w, h, header))
+        # built only for topics someone listens to (image_transport's lazy publishing): volatile topics, so a
+        # subscriber that joins later misses nothing it would have received
+        if listened(self.pub_depth):
+            self.publish(self.pub_depth, depth_to_image_msg(cf.depth, header, invalid=cf.sky))
+        if listened(self.pub_conf):
+            self.publish(self.pub_conf, conf_to_image_msg(cf.conf, header))
+        if listened(self.pub_info):
+            self.publish(self.pub_info, make_camera_info(cf.K, w, h, header))
 
     def pairing_counts(self) -> dict[str, int]:
         """The pairer's counters as diagnostics keys (bad CameraInfo -> rejected_camera_info_<reason>)."""

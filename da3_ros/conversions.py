@@ -259,8 +259,11 @@ def make_path(stamps_ns, c2w: np.ndarray, frame_id: str) -> Path:
 
 class PathTrail:
     """nav_msgs/Path of a growing trajectory without rebuilding it: PoseStamped messages are kept as they are
-    published (``add``) and ``message`` lists them (at most ``max_poses``, thinned evenly over the whole path when it
-    is longer, the newest always included), so a long run does not make each path message slower to build."""
+    published (``add``) and ``message`` lists them (at most ``max_poses``, thinned evenly over the kept poses when
+    there are more, the newest always included), so a long run does not make each path message slower to build.
+
+    Memory is bounded too: past ``4 * max_poses`` kept poses every other one is dropped (the newest kept), so the
+    older part of a very long path gets coarser; ``add`` returns the stamps it dropped."""
 
     def __init__(self, frame_id: str, max_poses: int = 0):
         self.frame_id, self.max_poses = frame_id, int(max_poses)
@@ -274,9 +277,9 @@ class PathTrail:
     def __len__(self) -> int:
         return len(self._poses)
 
-    def add(self, child: str, poses: list[tuple[int, PoseStamped]]) -> None:
+    def add(self, child: str, poses: list[tuple[int, PoseStamped]]) -> list[int]:
         """Poses ``[(stamp_ns, PoseStamped)]`` of frame ``child`` (another child starts a new path); a stamp already
-        in the path replaces its pose."""
+        in the path replaces its pose. Returns the stamps dropped to bound memory (usually none)."""
         if poses and child != self.child:
             self.clear()
             self.child = child
@@ -291,6 +294,12 @@ class PathTrail:
             else:
                 self._stamps.insert(i, stamp)
                 self._poses.insert(i, msg)
+        if not self.max_poses or len(self._poses) <= 4 * self.max_poses:
+            return []
+        first = (len(self._poses) - 1) % 2  # every other one, counted back from the newest
+        dropped = self._stamps[1 - first::2]
+        self._stamps, self._poses = self._stamps[first::2], self._poses[first::2]
+        return dropped
 
     def message(self) -> Path:
         poses = self._poses

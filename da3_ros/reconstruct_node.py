@@ -70,6 +70,7 @@ from da3_ros.conversions import (
     ns_to_stamp,
     window_result_msg,
 )
+from da3_ros.lazy_publish import listened
 from da3_ros.output_root import OutsideRootError, resolve_output_dir
 from da3_ros.params import (
     PARAMS,
@@ -147,6 +148,7 @@ class ReconstructNode(Node):
         self.path = PathTrail(self.map_frame, v["path_max_poses"])
         self._path_poses = PublishedPoses()  # what the path holds, re-anchored after a closed loop
         self._map_revision: tuple[int, int] | None = None
+        self._path_stale = False  # the path changed while nobody listened (sent when a subscriber appears)
         self.pub_pose = self.create_publisher(PoseStamped, "pose", _qos(True, max(10, v["window_size"])))
         self.pub_path = self.create_publisher(PathMsg, "path", _qos(True, 1, latched=True))
         self.pub_window_cloud = self.create_publisher(PointCloud2, "window_cloud", _qos(True, 2))
@@ -263,29 +265,30 @@ class ReconstructNode(Node):
             plan = self._plan_tf(new)
             poses = [(stamp, c2w_to_pose_stamped(T, Header(stamp=ns_to_stamp(stamp), frame_id=self.map_frame)))
                      for stamp, T in plan.poses]
-            for _, msg in poses:
-                self._publish(self.pub_pose, msg)
+            if listened(self.pub_pose):
+                for _, msg in poses:
+                    self._publish(self.pub_pose, msg)
             if self.values["publish_tf"] and plan.transforms:
                 self._publish(self.pub_tf, transform_msgs(plan.transforms))
             last = Header(stamp=ns_to_stamp(new[-1].stamp_ns), frame_id=self.map_frame)
-            if len(res.points):
+            if len(res.points) and listened(self.pub_window_cloud):
                 self._publish(self.pub_window_cloud, points_to_pointcloud2(res.points, res.colors, last))
             with self._tf_lock:  # the path: the poses of the first camera present (a new pose frame starts anew)
                 if plan.pose_child != self.path.child:
                     self._path_poses.clear()
-                self.path.add(plan.pose_child, poses)
+                self._path_poses.forget(self.path.add(plan.pose_child, poses))
                 if res.correction is not None:
                     for stamp, T in plan.poses:
                         self._path_poses.record(stamp, res.window_index, res.correction, T)
                 if res.loop_closed:
                     self._reanchor_path()
-                path = self.path.message()
-            self._publish(self.pub_path, path)
-            worker = self.pipeline.worker
-            self._publish(self.pub_window, window_result_msg(res, last, self.variant,
-                                                             self.get_clock().now().nanoseconds,
-                                                             worker.dropped if worker is not None else 0))
-        if res.drift is not None:
+            self._publish_path()
+            if listened(self.pub_window):
+                worker = self.pipeline.worker
+                self._publish(self.pub_window, window_result_msg(res, last, self.variant,
+                                                                 self.get_clock().now().nanoseconds,
+                                                                 worker.dropped if worker is not None else 0))
+        if res.drift is not None and listened(self.pub_drift):
             self._publish(self.pub_drift, drift_report_msg(res.drift, new[0].frame_id if new else ""))
         with self._lock:
             self.counts["windows_out"] += 1
@@ -294,9 +297,9 @@ class ReconstructNode(Node):
     def _reanchor_path(self) -> None:
         """After a closed loop: every path pose moves with its window's new correction (call with the TF lock)."""
         moved = self._path_poses.reanchor(self.pipeline.corrections())
-        self.path.add(self.path.child, [(stamp, c2w_to_pose_stamped(T, Header(stamp=ns_to_stamp(stamp),
-                                                                               frame_id=self.map_frame)))
-                                        for stamp, T in moved])
+        moved_msgs = [(stamp, c2w_to_pose_stamped(T, Header(stamp=ns_to_stamp(stamp), frame_id=self.map_frame)))
+                      for stamp, T in moved]
+        self._path_poses.forget(self.path.add(self.path.child, moved_msgs))
         with self._lock:
             self.counts["path_reanchored"] += 1
 
@@ -330,7 +333,24 @@ class ReconstructNode(Node):
         self.get_logger().error(f"inference failed on window {getattr(window, 'index', '?')}: "
                                 f"{type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
 
+    def _publish_path(self) -> None:
+        """The path (latched): published when someone listens, else left stale for the map timer to send once a
+        subscriber appears (a path of ``path_max_poses`` poses takes milliseconds to convert)."""
+        if not listened(self.pub_path):
+            self._path_stale = True
+            return
+        with self._tf_lock:
+            path = self.path.message()
+            self._path_stale = False
+        self._publish(self.pub_path, path)
+
     def _publish_map(self) -> None:
+        """Map timer: the map cloud when it changed and someone listens (nobody listening: the map is not even
+        assembled, its revision stays unpublished until a subscriber appears); a stale path too."""
+        if self._path_stale:
+            self._publish_path()
+        if not listened(self.pub_map):
+            return
         revision = self.pipeline.map_revision()
         if revision == self._map_revision:  # unchanged since the last publish (the topic is latched)
             return

@@ -488,16 +488,30 @@ class PublishedPoses:
     def record(self, stamp_ns: int, window: int, correction: np.ndarray, pose: np.ndarray) -> None:
         self._poses[int(stamp_ns)] = (int(window), np.asarray(correction, np.float64), np.asarray(pose, np.float64))
 
+    def forget(self, stamps_ns) -> None:
+        """Stop tracking these poses (e.g. thinned out of the published path)."""
+        for stamp in stamps_ns:
+            self._poses.pop(int(stamp), None)
+
     def reanchor(self, corrections: dict[int, np.ndarray], tolerance: float = 1e-9) -> list[tuple[int, np.ndarray]]:
         """Move every recorded pose whose window's correction changed; returns the moved ``[(stamp, pose)]`` in
-        stamp order (and records them under the new corrections)."""
+        stamp order (and records them under the new corrections). The change of each (window, old correction) is
+        computed once: a window's poses share it."""
         moved = []
+        deltas: dict[tuple[int, int], tuple] = {}  # (window, id(C_old)) -> (C_old kept alive, change or None)
         for stamp in sorted(self._poses):
             w, C_old, P = self._poses[stamp]
-            C_new = corrections.get(w)
-            if C_new is None or np.abs(C_new - C_old).max() <= tolerance * max(1.0, float(np.abs(C_new).max())):
+            key = (w, id(C_old))
+            if key not in deltas:
+                C_new = corrections.get(w)
+                if C_new is None or np.abs(C_new - C_old).max() <= tolerance * max(1.0, float(np.abs(C_new).max())):
+                    deltas[key] = (C_old, None)
+                else:
+                    deltas[key] = (C_old, (np.array(C_new, np.float64), C_new @ np.linalg.inv(C_old)))
+            change = deltas[key][1]
+            if change is None:
                 continue
-            P_new = apply_sim3_to_pose(C_new @ np.linalg.inv(C_old), P)
-            self._poses[stamp] = (w, C_new.copy(), P_new)
+            P_new = apply_sim3_to_pose(change[1], P)
+            self._poses[stamp] = (w, change[0], P_new)  # the window's poses share the new correction array
             moved.append((stamp, P_new))
         return moved

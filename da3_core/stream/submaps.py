@@ -11,7 +11,9 @@ correction; when the correction of an already inserted submap changed (a loop wa
 from every submap. Per window the streaming path only appends arrays.
 
 Memory is bounded by ``max_points`` stored points: past it, the oldest submaps lose every second point (repeatedly,
-oldest first) until the total fits.
+oldest first) until the total fits, and a submap down to a point or two is forgotten (so the number of submaps is
+bounded too). Thinning does not rebuild the voxel map: it keeps the contributions of the dropped points until a
+closed loop rebuilds it from the thinned submaps.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class SubmapStore:
         self.n_points = 0
         self.n_rebuilds = 0
         self.n_thinned = 0
+        self.n_forgotten = 0  # submaps thinned away entirely
         self._lock = threading.Lock()  # submaps, corrections, pending, dirty
         self._map_lock = threading.Lock()  # the voxel map
         self._rebuilding: threading.Thread | None = None
@@ -123,20 +126,26 @@ class SubmapStore:
                 self._thin()
 
     def _thin(self) -> None:
+        """Oldest submaps first: halve each (every second point) until the total fits; a submap left with a single
+        point is forgotten. The voxel map keeps what it already holds (thinned points were valid observations: no
+        rebuild just to remove them); a later rebuild assembles it from the thinned submaps."""
         for key in sorted(self.submaps):
             if self.n_points <= self.max_points:
                 return
             sm = self.submaps[key]
-            if len(sm.points) < 2:
-                continue
             n0 = len(sm.points)
+            if n0 < 4:  # halving would leave at most one point: forget the submap
+                del self.submaps[key]
+                self._corrections.pop(key, None)
+                self.n_points -= n0
+                self.n_thinned += n0
+                self.n_forgotten += 1
+                continue
             # copies, not views: a strided view would keep the whole original array alive (memory never freed)
             sm.points, sm.colors, sm.weights = (np.ascontiguousarray(a[::2]) for a in (sm.points, sm.colors,
                                                                                     sm.weights))
             self.n_points -= n0 - len(sm.points)
             self.n_thinned += n0 - len(sm.points)
-            if sm.applied is not None:
-                self._dirty = True  # the voxel map still holds the dropped points
 
     def set_corrections(self, corrections: dict[int, np.ndarray]) -> None:
         """New per-window corrections; an inserted submap whose points they move by more than ``move_tolerance``

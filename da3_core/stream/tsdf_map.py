@@ -387,6 +387,7 @@ class TsdfMap:
         self._xp: _NumpyOps | _TorchOps = _NumpyOps() if kind == "cpu" else _TorchOps(f"cuda:{int(num or 0)}")
         self.keyframes: OrderedDict[Hashable, TsdfKeyframe] = OrderedDict()
         self.dropped_keyframes = 0
+        self._clear_store_index()
         self._timing = _Timing()
         self._lock = threading.RLock()
         self._vbg = self._new_grid()
@@ -564,6 +565,7 @@ class TsdfMap:
             self._timing.integrate_ms_sum += ms
             self._timing.integrations += 1
             self.keyframes[key] = kf
+            self._index_add(key, kf)
             self._enforce_store_cap()
 
     def reset(self) -> None:
@@ -571,6 +573,7 @@ class TsdfMap:
         with self._lock:
             self.keyframes.clear()
             self.dropped_keyframes = 0
+            self._clear_store_index()
             self._vbg = self._new_grid()
 
     def _checked(self, poses: Mapping[Hashable, Any] | None, corrections: Mapping[Hashable, Any] | None,
@@ -700,22 +703,47 @@ class TsdfMap:
         write_mesh_ply(path, m.vertices, m.faces, m.colors)
         return len(m.vertices)
 
+    # the store's bookkeeping, kept up to date so that a long run's per-keyframe cost does not grow with the store
+    def _clear_store_index(self) -> None:
+        self._store_bytes = 0
+        self._n_subsampled = 0
+        self._halvable: dict[int, OrderedDict[Hashable, None]] = {}  # level -> keys that can still be halved
+
+    def _index_add(self, key: Hashable, kf: TsdfKeyframe) -> None:
+        self._store_bytes += kf.nbytes
+        self._n_subsampled += kf.level > 0
+        if kf.depth.shape[1] // 2 >= self.config.min_store_width:
+            self._halvable.setdefault(kf.level, OrderedDict())[key] = None
+
+    def _index_remove(self, key: Hashable, kf: TsdfKeyframe) -> None:
+        self._store_bytes -= kf.nbytes
+        self._n_subsampled -= kf.level > 0
+        keys = self._halvable.get(kf.level)
+        if keys is not None:
+            keys.pop(key, None)
+            if not keys:
+                del self._halvable[kf.level]
+
     @property
     def store_bytes(self) -> int:
         """Bytes held by the stored keyframes' arrays."""
-        return sum(kf.nbytes for kf in self.keyframes.values())
+        return self._store_bytes
 
     def _enforce_store_cap(self) -> None:
+        """Past ``max_store_mb``: halve the oldest keyframe of the finest level that is still wider than
+        ``2 * min_store_width``; when none is, drop the oldest keyframe."""
         cap = self.config.max_store_mb * 1e6
-        while self.store_bytes > cap and self.keyframes:
-            finest = min(kf.level for kf in self.keyframes.values())
-            target = next((k for k, kf in self.keyframes.items() if kf.level == finest
-                           and kf.depth.shape[1] // 2 >= self.config.min_store_width), None)
-            if target is None:  # every keyframe is as small as allowed: drop the oldest
-                self.keyframes.popitem(last=False)
+        while self._store_bytes > cap and self.keyframes:
+            if self._halvable:
+                target = next(iter(self._halvable[min(self._halvable)]))
+                old = self.keyframes[target]
+                new = self.keyframes[target] = _halve(old)
+                self._index_remove(target, old)
+                self._index_add(target, new)
+            else:  # every keyframe is as small as allowed: drop the oldest
+                key, old = self.keyframes.popitem(last=False)
+                self._index_remove(key, old)
                 self.dropped_keyframes += 1
-            else:
-                self.keyframes[target] = _halve(self.keyframes[target])
 
     def stats(self) -> dict[str, float | int | None]:
         """Diagnostics: keyframes stored / subsampled / dropped, store MB, voxel blocks (allocated, capacity),
@@ -729,7 +757,7 @@ class TsdfMap:
         hm = self._vbg.hashmap()
         return {
             "keyframes": len(self.keyframes),
-            "subsampled_keyframes": sum(kf.level > 0 for kf in self.keyframes.values()),
+            "subsampled_keyframes": self._n_subsampled,
             "dropped_keyframes": self.dropped_keyframes,
             "store_mb": self.store_bytes / 1e6,
             "voxel_blocks": int(hm.size()),

@@ -195,6 +195,15 @@ def test_published_poses_follow_a_new_correction():
     assert [s for s, _ in moved] == [5]  # window 4's correction did not change
     np.testing.assert_allclose(moved[0][1], apply_sim3_to_pose(C_new, chained), atol=1e-12)
     assert poses.reanchor({3: C_new}) == []
+    # many poses of one window share the change; forgotten poses are not moved
+    C_later = sim3_matrix(1.2, Rz, np.array([0.0, 0.5, -1.0]))
+    for k in range(10, 20):
+        poses.record(k, 3, C_new, apply_sim3_to_pose(C_new, chained))
+    poses.forget(range(10, 15))
+    moved = poses.reanchor({3: C_later})
+    assert [s for s, _ in moved] == [5, *range(15, 20)]
+    for _, P in moved:
+        np.testing.assert_allclose(P, apply_sim3_to_pose(C_later, chained), atol=1e-12)
 
 
 def test_network_descriptor_is_pooled_from_the_backbone_of_the_same_forward(loop_seq):

@@ -83,6 +83,13 @@ def test_memory_is_bounded_by_thinning_the_oldest():
         <= 1000 * (12 + 3 + 4)
     with pytest.raises(ValueError):
         store.add(9, np.zeros((3, 3)), np.zeros((2, 3), np.uint8))
+    # a long run: thinning inserted submaps never forces a rebuild (the voxel map keeps what it holds), and the
+    # submaps themselves stay few (those down to a point are forgotten)
+    store.sync()
+    for k in range(10, 200):
+        store.add(k, np.random.default_rng(k).uniform(0, 1, (300, 3)), np.zeros((300, 3), np.uint8))
+        store.sync()
+    assert store.n_rebuilds == 0 and store.n_forgotten > 0 and len(store.submaps) < 20 and store.n_points <= 1000
 
 
 def _map_error(pipe, seq, points: np.ndarray | None = None) -> float:

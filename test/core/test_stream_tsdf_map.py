@@ -383,6 +383,12 @@ def test_store_cap_subsamples_then_drops_the_oldest_keyframes(room):
     s = m.stats()
     assert s["store_mb"] <= 3.5 * full and s["subsampled_keyframes"] > 0 and s["dropped_keyframes"] == 0
     assert s["keyframes"] == 6
+    # the running bookkeeping equals a recount of the stored arrays
+    assert m.store_bytes == sum(kf.depth.nbytes + kf.weight.nbytes + (0 if kf.rgb is None else kf.rgb.nbytes)
+                                for kf in m.keyframes.values())
+    assert s["subsampled_keyframes"] == sum(kf.level > 0 for kf in m.keyframes.values())
+    levels = [kf.level for kf in m.keyframes.values()]
+    assert levels == sorted(levels, reverse=True)  # the oldest were halved first
     # a subsampled keyframe still re-integrates onto the surface (its K was scaled with it)
     m.reintegrate()
     v = m.extract_mesh().vertices

@@ -153,10 +153,12 @@ class Collector:
     """Subscribes (in this process, own context + spin thread) to the node's outputs and keeps every message.
 
     ``namespace`` prefixes the relative topics (``/b`` -> ``/b/depth``); ``/tf`` and ``/diagnostics`` are absolute.
+    ``topics``: only these of :data:`NODE_OUTPUTS` (default all: every output then has a subscriber).
     Subscriptions are reliable (the node publishes reliably) with deep queues; latched topics are TRANSIENT_LOCAL.
     """
 
-    def __init__(self, env: dict, namespaces: tuple[str, ...] = ("",), name: str = "da3_test_collector"):
+    def __init__(self, env: dict, namespaces: tuple[str, ...] = ("",), name: str = "da3_test_collector",
+                 topics: tuple[str, ...] | None = None):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -176,6 +178,8 @@ class Collector:
         seen = set()
         for ns in namespaces:
             for topic, (tname, _depth, latched) in NODE_OUTPUTS.items():
+                if topics is not None and topic not in topics:
+                    continue
                 full = topic if topic.startswith("/") else f"{ns}/{topic}" if ns else topic
                 if full in seen:
                     continue

@@ -179,3 +179,18 @@ def test_path_trail_equals_make_path_and_thins():
     assert np.ptp(np.diff(kept)) == 0  # evenly spaced
     thin.add("cam_optical", [pose(0)])  # another child starts a new path
     assert [stamp_to_ns(p.header.stamp) for p in thin.message().poses] == [stamps[0]]
+
+
+def test_path_trail_memory_is_bounded():
+    """A long run keeps at most 4 * max_poses poses: every other one dropped (returned), the newest always kept, the
+    message still at most max_poses poses in stamp order."""
+    stamps = list(range(1, 1001))
+    msgs = make_path(stamps, np.tile(np.eye(4), (len(stamps), 1, 1)), "map").poses
+    trail, dropped = PathTrail("map", max_poses=5), []
+    for s, msg in zip(stamps, msgs):
+        dropped += trail.add("base_link", [(s, msg)])
+        assert len(trail) <= 20
+    kept = trail._stamps
+    assert kept[-1] == stamps[-1] and sorted(kept + dropped) == stamps  # nothing lost track of
+    got = [stamp_to_ns(p.header.stamp) for p in trail.message().poses]
+    assert len(got) <= 5 and got == sorted(got) and got[-1] == stamps[-1]
