@@ -271,7 +271,9 @@ class ReconstructNode(Node):
             if self.values["publish_tf"] and plan.transforms:
                 self._publish(self.pub_tf, transform_msgs(plan.transforms))
             last = Header(stamp=ns_to_stamp(new[-1].stamp_ns), frame_id=self.map_frame)
-            if len(res.points) and listened(self.pub_window_cloud):
+            wanted = listened(self.pub_window_cloud)
+            self.pipeline.window_cloud_wanted = wanted  # the next windows build the whole cloud only if it is
+            if len(res.points) and wanted and not res.map_only_cloud:
                 self._publish(self.pub_window_cloud, points_to_pointcloud2(res.points, res.colors, last))
             with self._tf_lock:  # the path: the poses of the first camera present (a new pose frame starts anew)
                 if plan.pose_child != self.path.child:

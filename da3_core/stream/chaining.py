@@ -91,9 +91,10 @@ def unproject_pixels(depth: np.ndarray, K: np.ndarray, c2w: np.ndarray, rows: np
 
 
 def unproject_pixels_as(dtype, depth: np.ndarray, K: np.ndarray, c2w: np.ndarray, rows: np.ndarray,
-                        cols: np.ndarray) -> np.ndarray:
-    """:func:`unproject_pixels` computed in ``dtype`` (float32 for display clouds: about twice as fast)."""
-    d = depth[rows, cols].astype(dtype)
+                        cols: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+    """:func:`unproject_pixels` computed in ``dtype`` (float32 for display clouds: about twice as fast);
+    ``values``: the depths at (rows, cols) when the caller already has them (``depth`` is then not read)."""
+    d = (depth[rows, cols] if values is None else values).astype(dtype)
     fx, fy, cx, cy, skew = (dtype(v) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2], K[0, 1]))
     y = (rows.astype(dtype) - cy) / fy
     x = (cols.astype(dtype) - cx - skew * y) / fx
@@ -193,13 +194,15 @@ class WindowChainer:
 
     # --- alignment ------------------------------------------------------------------------------------------------
 
-    def _sample_grid(self, H: int, W: int, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, cols) of the correspondence pixels (every ``step``-th, from step // 2), cached per shape."""
+    def _sample_grid(self, H: int, W: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, cols, flat index) of the correspondence pixels (every ``step``-th, from step // 2), cached per
+        shape."""
         cache = self.__dict__.setdefault("_grids", {})
         grid = cache.get((H, W, step))
         if grid is None:
             rr, cc = np.meshgrid(np.arange(step // 2, H, step), np.arange(step // 2, W, step), indexing="ij")
-            grid = cache[(H, W, step)] = (rr.ravel(), cc.ravel())
+            rr, cc = rr.ravel(), cc.ravel()
+            grid = cache[(H, W, step)] = (rr, cc, rr * W + cc)
         return grid
 
     def _correspondences(self, frames, pred, c2w_win, shared):
@@ -207,26 +210,31 @@ class WindowChainer:
         H, W = pred.depth.shape[1:]
         per_frame = max(1, self.max_correspondences // max(1, len(shared)))
         step = max(1, int(np.floor(np.sqrt(H * W / per_frame))))
-        rr, cc = self._sample_grid(H, W, step)
+        rr, cc, flat = self._sample_grid(H, W, step)
+
+        def at(image: np.ndarray) -> np.ndarray:  # the grid's pixels (a flat take: faster than 2-D indexing)
+            return np.ravel(image).take(flat)
+
         src, dst, wts, rng = [], [], [], []
         for i in shared:
             prev = self._prev[frames[i].key]
             if prev.depth.shape != (H, W):
                 continue
-            d_new, d_old = pred.depth[i][rr, cc], prev.depth[rr, cc]
+            d_new, d_old = at(pred.depth[i]), at(prev.depth)
             with np.errstate(invalid="ignore"):
                 ok = np.isfinite(d_new) & np.isfinite(d_old) & (d_new > 0) & (d_old > 0)
             if pred.sky is not None:
-                ok &= ~pred.sky[i][rr, cc]
+                ok &= ~at(pred.sky[i])
             if prev.sky is not None:
-                ok &= ~prev.sky[rr, cc]
-            c = np.minimum(pred.conf[i][rr, cc], prev.conf[rr, cc]).astype(np.float64)
+                ok &= ~at(prev.sky)
+            c = np.minimum(at(pred.conf[i]), at(prev.conf)).astype(np.float64)
             ok &= np.isfinite(c) & (c > 0)
             r, k = rr[ok], cc[ok]
-            src.append(unproject_pixels(pred.depth[i], pred.K[i], c2w_win[i], r, k))
-            dst.append(unproject_pixels(prev.depth, prev.K, prev.c2w, r, k))
+            d_old = d_old[ok]
+            src.append(unproject_pixels_as(np.float64, pred.depth[i], pred.K[i], c2w_win[i], r, k, d_new[ok]))
+            dst.append(unproject_pixels_as(np.float64, prev.depth, prev.K, prev.c2w, r, k, d_old))
             wts.append(c[ok])
-            rng.append(prev.depth[r, k].astype(np.float64))
+            rng.append(d_old.astype(np.float64))
         if not src:
             return np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), np.zeros(0)
         src, dst, wts, rng = np.concatenate(src), np.concatenate(dst), np.concatenate(wts), np.concatenate(rng)

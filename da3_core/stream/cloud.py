@@ -5,8 +5,10 @@ Per window: the new frames' depth / confidence / sky / RGB on the ``stride`` gri
 positive depth, finite confidence, not sky, confidence >= threshold) selects the pixels; their unit-depth rays come
 from a grid cached per (K, image size, stride), so unprojection is three multiplies and a rotation per point,
 written straight into the output. The threshold is ``conf_threshold`` or the ``conf_percentile`` of the valid
-pixels' confidences (on an even subsample of at most about 20,000 of them). ``on_map`` marks the points on the
-coarser ``map_stride`` grid (a multiple of ``stride``) that feed the voxel map.
+confidences of the pixels on the map grid (on an even subsample of at most about 20,000 of them), so the map's
+points are the same whether the full window cloud or only the map's points are built (``map_only``; below
+``max_points``). ``on_map`` marks the points on the coarser ``map_stride`` grid (a multiple of ``stride``) that feed
+the voxel map.
 """
 
 from __future__ import annotations
@@ -51,15 +53,16 @@ class CloudBuilder:
         self._rays: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._grid: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
-    def rays(self, K: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    def rays(self, K: np.ndarray, hw: tuple[int, int], stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) (h*w,) float32 unit-depth ray coordinates of the strided pixel grid of an image of ``hw``:
-        ``y = (v - cy) / fy``, ``x = (u - cx - skew y) / fx`` at integer pixels (u, v) = (col, row) * stride."""
-        key = (np.asarray(K, np.float64).tobytes(), hw)
+        ``y = (v - cy) / fy``, ``x = (u - cx - skew y) / fx`` at integer pixels (u, v) = (col, row) * stride
+        (``stride``: default the cloud's)."""
+        st = self.stride if stride is None else int(stride)
+        key = (np.asarray(K, np.float64).tobytes(), hw, st)
         hit = self._rays.get(key)
         if hit is None:
             if len(self._rays) >= 16:  # cameras whose K changes all the time: keep the cache bounded
                 self._rays.clear()
-            st = self.stride
             f32 = np.float32
             fx, fy, cx, cy, skew = (f32(v) for v in (K[0, 0], K[1, 1], K[0, 2], K[1, 2], K[0, 1]))
             rows = np.arange(0, hw[0], st, dtype=f32)[:, None]
@@ -70,27 +73,30 @@ class CloudBuilder:
             self._rays[key] = hit
         return hit
 
-    def _pixel_tables(self, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Per strided pixel of an image of ``hw``: its full-resolution flat index, and whether it is on the map
-        grid."""
-        tables = self._grid.get(hw)
+    def _pixel_tables(self, hw: tuple[int, int], st: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per pixel of the ``st``-strided grid of an image of ``hw``: its full-resolution flat index, and whether it
+        is on the map grid."""
+        tables = self._grid.get((hw, st))
         if tables is None:
-            st, k = self.stride, self.map_stride // self.stride
+            k = self.map_stride // st
             rows, cols = np.arange(0, hw[0], st), np.arange(0, hw[1], st)
             full = (rows[:, None] * hw[1] + cols[None, :]).reshape(-1)
             grid = ((np.arange(rows.size) % k == 0)[:, None] & (np.arange(cols.size) % k == 0)[None, :]).reshape(-1)
             tables = (full, grid)
-            self._grid[hw] = tables
+            self._grid[(hw, st)] = tables
         return tables
 
     def build(self, depth: Sequence[np.ndarray], conf: Sequence[np.ndarray], sky: Sequence[np.ndarray | None],
               rgb: Sequence[np.ndarray], K: Sequence[np.ndarray], c2w: Sequence[np.ndarray],
-              window_index: int = 0) -> WindowCloud:
+              window_index: int = 0, map_only: bool = False) -> WindowCloud:
         """The cloud of S frames: depth / conf (H, W) float32 (map units), sky (H, W) bool or None, rgb (H, W, 3)
-        uint8, K (3, 3) and c2w (4, 4) map-frame poses. Frames of other sizes than the first are skipped."""
+        uint8, K (3, 3) and c2w (4, 4) map-frame poses. Frames of other sizes than the first are skipped.
+        ``map_only``: only the points on the map grid (exactly the ``on_map`` points of the full cloud, in the same
+        order), for when nobody wants the window cloud itself."""
         if not depth:
             return WindowCloud.empty()
-        st = self.stride
+        st = self.map_stride if map_only else self.stride
+        k_map = self.map_stride // st  # the map grid within this one
         hw = depth[0].shape
         keep = [i for i, d in enumerate(depth) if d.shape == hw]
         D = np.stack([depth[i][::st, ::st] for i in keep])  # (S, h, w) float32, contiguous
@@ -103,8 +109,8 @@ class CloudBuilder:
                 if sky[i] is not None:
                     mask[j] &= ~sky[i][::st, ::st]
         thr = self.conf_threshold
-        if thr is None and self.conf_percentile is not None:
-            valid_conf = C[mask]
+        if thr is None and self.conf_percentile is not None:  # from the map grid's pixels: the same either way
+            valid_conf = C[:, ::k_map, ::k_map][mask[:, ::k_map, ::k_map]]
             if valid_conf.size:
                 sample = valid_conf[:: max(1, valid_conf.size // _PERCENTILE_SAMPLES)]  # an even subsample
                 thr = float(np.percentile(sample, self.conf_percentile))
@@ -120,7 +126,7 @@ class CloudBuilder:
         xyz = np.empty((3, idx.size), np.float32)  # rows: contiguous writes; returned as the (N, 3) view xyz.T
         colors = np.empty((idx.size, 3), np.uint8)
         on_map = np.empty(idx.size, bool)
-        full_of, grid = self._pixel_tables(hw)
+        full_of, grid = self._pixel_tables(hw, st)
         rgb3 = np.dtype((np.void, 3))
         for j, i in enumerate(keep):
             a, b = bounds[j], bounds[j + 1]
@@ -129,7 +135,7 @@ class CloudBuilder:
             local = idx[a:b] - j * n_pix  # strided pixel index within the frame
             z = d[a:b]
             R = np.asarray(c2w[i], np.float64)
-            rx, ry = self.rays(K[i], hw)
+            rx, ry = self.rays(K[i], hw, st)
             for k in range(3):  # X_map[k] = (R[k] . (x, y, 1)) * z + t[k]; the ray term once per grid pixel
                 ray_k = (np.float32(R[k, 0]) * rx + np.float32(R[k, 1]) * ry) + np.float32(R[k, 2])
                 col = xyz[k, a:b]

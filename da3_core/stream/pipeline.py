@@ -116,6 +116,7 @@ class WindowResult:
     drift: DriftSample | None = None  # odometry vs DA3 over this window (frames with known poses only)
     loop_closed: bool = False  # a loop edge was accepted: every earlier pose and the map moved (republish them)
     correction: np.ndarray | None = None  # (4, 4) pose-graph correction applied to frames / points (None: no graph)
+    map_only_cloud: bool = False  # ``points`` hold only the map grid's points (nobody wanted the window cloud)
 
     @property
     def new_frames(self) -> list[ChainedFrame]:
@@ -150,6 +151,8 @@ class StreamPipeline:
         self.loops: LoopCloser | None = None  # created at the first window when cfg.pose_graph
         self.cloud = CloudBuilder(cfg.cloud_stride, cfg.map_stride, cfg.cloud_conf_percentile, cfg.cloud_conf_threshold,
                                   cfg.cloud_max_points, cfg.drop_sky, cfg.seed)
+        # False: windows build only the map grid's points (a live node whose window cloud nobody subscribes to)
+        self.window_cloud_wanted = True
         self.drift = DriftMonitor(cfg.drift_min_distance_m, cfg.drift_reference_windows)
         self.rig_scale: float | None = None  # metres per network unit of the last window aligned to a rig
         self.counts: Counter[str] = Counter()
@@ -271,7 +274,8 @@ class StreamPipeline:
             new = [(f, cf) for f, cf in zip(window.frames, chain.frames) if cf.is_new]
             cloud = self.cloud.build([cf.depth for _, cf in new], [cf.conf for _, cf in new],
                                      [cf.sky for _, cf in new], [f.rgb for f, _ in new], [cf.K for _, cf in new],
-                                     [cf.c2w for _, cf in new], window.index)
+                                     [cf.c2w for _, cf in new], window.index,
+                                     map_only=not self.window_cloud_wanted)
             t2, c2 = time.perf_counter(), time.thread_time()
             if chain.chained or self.cfg.insert_unchained:
                 if self.map is None:
@@ -326,7 +330,8 @@ class StreamPipeline:
                             scale=chain.scale, transform=transform, residual=chain.residual,
                             residual_rel=chain.residual_rel, n_correspondences=chain.n_correspondences,
                             method=chain.method, chained=chain.chained, is_metric=chain.is_metric, rebased=rebased,
-                            timings=timings, drift=drift, loop_closed=loop_closed, correction=correction)
+                            timings=timings, drift=drift, loop_closed=loop_closed, correction=correction,
+                            map_only_cloud=not self.window_cloud_wanted)
 
     @property
     def _use_submaps(self) -> bool:

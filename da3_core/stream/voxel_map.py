@@ -50,10 +50,10 @@ def _group_voxels(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | N
         ck += u[2] - lo[2]
         occupied = np.zeros(cells, bool)
         occupied[ck] = True
-        rank = np.cumsum(occupied, dtype=np.int64)
-        rank -= 1
-        group = rank[ck]
         cell = np.flatnonzero(occupied)  # ascending compact index = ascending key
+        rank = np.empty(cells, np.int64)  # only the occupied cells are written and read: no pass over the box
+        rank[cell] = np.arange(cell.size)
+        group = rank[ck]
         z = cell % span[2]
         cell //= span[2]
         v = np.stack([cell // span[1] + lo[0], cell % span[1] + lo[1], z + lo[2]])

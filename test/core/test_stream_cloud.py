@@ -41,8 +41,9 @@ def _reference(depth, conf, sky, rgb, K, c2w, stride, map_stride, thr_percentile
                 if drop_sky and sky[i] is not None and sky[i][r, c]:
                     continue
                 valid.append((i, r, c, z, q))
-    if thr is None and thr_percentile is not None:
-        thr = np.percentile([v[4] for v in valid], thr_percentile)
+    if thr is None and thr_percentile is not None:  # over the valid pixels of the map grid
+        thr = np.percentile([v[4] for v in valid if v[1] % map_stride == 0 and v[2] % map_stride == 0],
+                            thr_percentile)
     pts, cols, wts, on_map = [], [], [], []
     for i, r, c, z, q in valid:
         if thr is not None and q < thr:
@@ -67,6 +68,20 @@ def test_cloud_equals_pixel_loop(stride, map_stride):
     np.testing.assert_allclose(cloud.weights, W, rtol=1e-6)
     np.testing.assert_array_equal(cloud.on_map, G)
     assert cloud.points.dtype == np.float32 and cloud.colors.dtype == np.uint8
+
+
+@pytest.mark.parametrize("stride,map_stride", [(1, 4), (2, 4), (2, 3)])
+def test_map_only_cloud_is_the_on_map_part_of_the_full_cloud(stride, map_stride):
+    """What the map gets does not depend on whether the whole window cloud was built."""
+    frames = _frames(seed=4)
+    builder = CloudBuilder(stride=stride, map_stride=map_stride, conf_percentile=30.0)
+    full, only = builder.build(*frames), builder.build(*frames, map_only=True)
+    assert only.on_map.all() and len(only) == int(full.on_map.sum()) > 0
+    np.testing.assert_array_equal(only.points, full.points[full.on_map])
+    np.testing.assert_array_equal(only.colors, full.colors[full.on_map])
+    np.testing.assert_array_equal(only.weights, full.weights[full.on_map])
+    again = builder.build(*frames)  # the ray and pixel caches of both grids coexist
+    np.testing.assert_array_equal(again.points, full.points)
 
 
 def test_fixed_threshold_sky_kept_and_ray_cache():
