@@ -76,7 +76,7 @@ class CameraIO:
 
     def poll(self) -> None:
         """Frames whose wait for a CameraInfo (or a TF pose) ran out go on."""
-        if self.pairer is not None:
+        if self.pairer is not None and len(self.pairer):  # frames are waiting (most polls find none)
             self.on_frames(self.pairer.poll(time.monotonic()))
 
     def _ingest(self, msg, convert) -> None:

@@ -220,7 +220,8 @@ def _quat_and_t(c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise ConversionError("nonfinite_pose", "pose contains NaN or inf")
     U, _, Vt = np.linalg.svd(T[:3, :3])  # nearest rotation (guards against accumulated drift)
     R = U @ Vt
-    if np.linalg.det(R) < 0:
+    (a, b, c), (d, e, f), (g, h, i) = R.tolist()
+    if a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g) < 0:  # det(R), in Python floats
         raise ConversionError("bad_rotation", "pose rotation has a negative determinant (reflection)")
     return rotation_to_quat_xyzw(R), T[:3, 3]
 

@@ -324,6 +324,8 @@ class ReconstructNode(Node):
         return out
 
     def _republish_map_tf(self) -> None:
+        if self.tf_plan.mode != "map_to_odom":  # nothing to re-send (a free camera, or not decided yet)
+            return
         with self._tf_lock:
             tf = self.tf_plan.republish(self.get_clock().now().nanoseconds)
         if tf is not None:

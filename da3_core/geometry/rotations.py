@@ -5,30 +5,33 @@ The batched torch versions used by the network are in :mod:`da3_core.geometry.qu
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = ["rotation_to_quat_xyzw", "quat_xyzw_to_rotation", "quat_wxyz_to_rotation"]
 
 
 def rotation_to_quat_xyzw(R: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation -> unit quaternion (4,) xyzw with w >= 0 (Shepperd's method, float64)."""
-    R = np.asarray(R, dtype=np.float64)
-    tr = np.trace(R)
+    """(3, 3) rotation -> unit quaternion (4,) xyzw with w >= 0 (Shepperd's method, float64; Python floats inside:
+    numpy scalar arithmetic on nine numbers costs more than the arithmetic)."""
+    (r00, r01, r02), (r10, r11, r12), (r20, r21, r22) = np.asarray(R, dtype=np.float64).tolist()
+    tr = r00 + r11 + r22
     if tr > 0:
-        s = 2.0 * np.sqrt(tr + 1.0)
-        q = [(R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s, 0.25 * s]
-    elif R[0, 0] >= R[1, 1] and R[0, 0] >= R[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + R[0, 0] - R[1, 1] - R[2, 2])
-        q = [0.25 * s, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s, (R[2, 1] - R[1, 2]) / s]
-    elif R[1, 1] >= R[2, 2]:
-        s = 2.0 * np.sqrt(1.0 + R[1, 1] - R[0, 0] - R[2, 2])
-        q = [(R[0, 1] + R[1, 0]) / s, 0.25 * s, (R[1, 2] + R[2, 1]) / s, (R[0, 2] - R[2, 0]) / s]
+        s = 2.0 * math.sqrt(tr + 1.0)
+        q = [(r21 - r12) / s, (r02 - r20) / s, (r10 - r01) / s, 0.25 * s]
+    elif r00 >= r11 and r00 >= r22:
+        s = 2.0 * math.sqrt(1.0 + r00 - r11 - r22)
+        q = [0.25 * s, (r01 + r10) / s, (r02 + r20) / s, (r21 - r12) / s]
+    elif r11 >= r22:
+        s = 2.0 * math.sqrt(1.0 + r11 - r00 - r22)
+        q = [(r01 + r10) / s, 0.25 * s, (r12 + r21) / s, (r02 - r20) / s]
     else:
-        s = 2.0 * np.sqrt(1.0 + R[2, 2] - R[0, 0] - R[1, 1])
-        q = [(R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, 0.25 * s, (R[1, 0] - R[0, 1]) / s]
-    q = np.asarray(q)
-    q /= np.linalg.norm(q)
-    return -q if q[3] < 0 else q
+        s = 2.0 * math.sqrt(1.0 + r22 - r00 - r11)
+        q = [(r02 + r20) / s, (r12 + r21) / s, 0.25 * s, (r10 - r01) / s]
+    n = math.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3])
+    sign = -1.0 if q[3] < 0 else 1.0
+    return np.array([sign * v / n for v in q])
 
 
 def quat_xyzw_to_rotation(q: np.ndarray) -> np.ndarray:

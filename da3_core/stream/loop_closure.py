@@ -347,8 +347,7 @@ class LoopCloser:
             self.counts["descriptor_image"] += 1
         step = max(1, self.cfg.place_image_step)
         hw = tuple(frames[idx[0]].rgb.shape[:2])
-        stored = [replace(frames[i], pose_w2c=None, rgb=np.ascontiguousarray(frames[i].rgb[::step, ::step]))
-                  for i in idx]
+        stored = [replace(frames[i], pose_w2c=None, rgb=_subsample_rgb(frames[i].rgb, step)) for i in idx]
         c2w = invert_rigid(np.asarray(pred.w2c[idx], dtype=np.float64))
         return Place(key=key, frames=stored, c2w=c2w, depth=depth, descriptor=descriptor, hw=hw, image_step=step,
                      stride=stride)
@@ -469,6 +468,15 @@ class LoopCloser:
                    "graph_optimize_max_ms": 1000.0 * self.max_optimize_s}
             out.update({f"loop_{k[:-2]}_ms": 1000.0 * v for k, v in self.last_timings.items()})
         return out
+
+
+def _subsample_rgb(rgb: np.ndarray, step: int) -> np.ndarray:
+    """``rgb[::step, ::step]`` as a C-contiguous copy, moving whole 3-byte pixels (twice as fast as per channel)."""
+    if step == 1:
+        return np.ascontiguousarray(rgb)
+    h, w = rgb.shape[:2]
+    pixels = np.ascontiguousarray(rgb).reshape(h, w * 3).view(np.dtype((np.void, 3)))
+    return np.ascontiguousarray(pixels[::step, ::step]).view(np.uint8).reshape(-(-h // step), -(-w // step), 3)
 
 
 class PublishedPoses:

@@ -266,3 +266,13 @@ def test_a_failing_graph_step_does_not_cost_the_window(loop_seq, monkeypatch):
     assert len(results) == 8 and pipe.stats()["loop_errors"] == 1
     assert pipe.stats()["graph_nodes"] == 5  # restarted at window 3: windows 3..7 are in the new graph
     assert len(pipe.trajectory()[0]) == 50  # every frame delivered
+
+
+@pytest.mark.parametrize("h,w,step", [(378, 504, 2), (7, 5, 2), (9, 10, 3), (4, 4, 1)])
+def test_place_images_are_the_strided_pixels(h, w, step):
+    from da3_core.stream.loop_closure import _subsample_rgb
+
+    rgb = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    out = _subsample_rgb(rgb, step)
+    np.testing.assert_array_equal(out, rgb[::step, ::step])
+    assert out.flags.c_contiguous and (step == 1 or not np.shares_memory(out, rgb))
