@@ -55,6 +55,7 @@ class CameraIO:
         else:
             node.create_subscription(Image, f"{p}image", lambda m: self._ingest(m, image_to_rgb), in_qos)
         self.pairer: IntrinsicsPairer | None = None
+        self._last_K: tuple = (None, None)  # (CameraInfo fields K depends on, K) of the last good CameraInfo
         if values["use_camera_info"]:
             tol = values["camera_info_tolerance_s"]
             wait = max(0.2, 5.0 * tol, values["tf_wait_s"] if ready is not None else 0.0)  # CameraInfo and TF pose
@@ -65,8 +66,15 @@ class CameraIO:
         self.pub_info = node.create_publisher(CameraInfo, f"{p}depth/camera_info", out_qos)
 
     def _camera_info_K(self, info: CameraInfo, hw: tuple[int, int]) -> np.ndarray:
+        # a camera sends the same calibration with every image: checked once, reused while it stays the same
+        key = (tuple(info.k), int(info.width), int(info.height), int(info.binning_x), int(info.binning_y),
+               int(info.roi.x_offset), int(info.roi.y_offset), int(info.roi.width), int(info.roi.height), hw)
+        if key == self._last_K[0]:
+            return self._last_K[1].copy()
         try:
-            return camera_info_to_K(info, hw)
+            K = camera_info_to_K(info, hw)
+            self._last_K = (key, K)
+            return K.copy()
         except FrameError as exc:
             self._logger.warning(f"ignored CameraInfo ({exc.reason}): {exc}", throttle_duration_sec=5.0)
             raise

@@ -116,10 +116,10 @@ PARAMS: tuple[Param, ...] = (
           range=(0.0, 100.0)),
     Param("cloud_stride", 4, "pixel stride of the window cloud (4: 72k points per window of 6 new 504x378 frames, "
           "2 quadruples the cloud and its cost, #13)", range=(1, 16)),
-    Param("map_stride", 8, "pixel stride of the points fused into the voxel map (rounded up to a multiple of "
-          "cloud_stride; 8 at 504x378: a quarter of the map cost of 4 for 94 % of its voxels indoors, 88 % in the "
-          "courtyard scene, 98-99.9 % of 4's voxels have one within 1.5 voxels; 4 for a denser map)",
-          range=(1, 64)),
+    Param("map_stride", 0, "pixel stride of the points fused into the voxel map (a multiple of cloud_stride; 0 = "
+          "auto: about 64 points across the image, 8 at 504 px wide and 4 up to 383 px with cloud_stride 4). At "
+          "504x378, 8 instead of 4 costs a quarter as much for 94 % of the voxels indoors, 88 % in the courtyard "
+          "scene (98-99.9 % of 4's voxels have one within 1.5 voxels); 4 for a denser map", range=(0, 64)),
     # long runs: pose graph, loop closure, submaps (da3_core.stream.loop_closure)
     Param("pose_graph", True, "windows become nodes of a GTSAM pose graph (Sim(3) for relative predictions, SE(3) "
           "for metric), optimised incrementally; needed by loop_closure; off = plain window-to-window chaining"),

@@ -20,6 +20,7 @@ import numpy as np
 __all__ = ["CloudBuilder", "WindowCloud"]
 
 _PERCENTILE_SAMPLES = 20_000
+AUTO_MAP_COLUMNS = 64  # map_stride=0: about this many map points across an image
 
 
 class WindowCloud:
@@ -47,7 +48,8 @@ class CloudBuilder:
                  conf_threshold: float | None = None, max_points: int | None = None, drop_sky: bool = True,
                  seed: int = 0):
         self.stride = max(1, int(stride))
-        self.map_stride = self.stride * max(1, -(-int(map_stride) // self.stride))  # a multiple of the stride
+        # a multiple of the stride; 0 = auto per image width (map_stride_for)
+        self.map_stride = 0 if int(map_stride) <= 0 else self.stride * max(1, -(-int(map_stride) // self.stride))
         self.conf_percentile, self.conf_threshold = conf_percentile, conf_threshold
         self.max_points, self.drop_sky, self.seed = max_points, bool(drop_sky), int(seed)
         self._rays: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
@@ -73,17 +75,25 @@ class CloudBuilder:
             self._rays[key] = hit
         return hit
 
-    def _pixel_tables(self, hw: tuple[int, int], st: int) -> tuple[np.ndarray, np.ndarray]:
+    def map_stride_for(self, width: int) -> int:
+        """The map grid's stride for images ``width`` pixels wide: ``map_stride``, or with 0 (auto) the multiple of
+        the cloud stride closest to giving the map about ``AUTO_MAP_COLUMNS`` points across the image (8 at 504 px
+        with stride 4, 4 up to 383 px)."""
+        if self.map_stride:
+            return self.map_stride
+        return self.stride * max(1, round(width / (AUTO_MAP_COLUMNS * self.stride)))
+
+    def _pixel_tables(self, hw: tuple[int, int], st: int, ms: int) -> tuple[np.ndarray, np.ndarray]:
         """Per pixel of the ``st``-strided grid of an image of ``hw``: its full-resolution flat index, and whether it
-        is on the map grid."""
-        tables = self._grid.get((hw, st))
+        is on the map grid (stride ``ms``)."""
+        tables = self._grid.get((hw, st, ms))
         if tables is None:
-            k = self.map_stride // st
+            k = ms // st
             rows, cols = np.arange(0, hw[0], st), np.arange(0, hw[1], st)
             full = (rows[:, None] * hw[1] + cols[None, :]).reshape(-1)
             grid = ((np.arange(rows.size) % k == 0)[:, None] & (np.arange(cols.size) % k == 0)[None, :]).reshape(-1)
             tables = (full, grid)
-            self._grid[(hw, st)] = tables
+            self._grid[(hw, st, ms)] = tables
         return tables
 
     def build(self, depth: Sequence[np.ndarray], conf: Sequence[np.ndarray], sky: Sequence[np.ndarray | None],
@@ -95,8 +105,9 @@ class CloudBuilder:
         order), for when nobody wants the window cloud itself."""
         if not depth:
             return WindowCloud.empty()
-        st = self.map_stride if map_only else self.stride
-        k_map = self.map_stride // st  # the map grid within this one
+        ms = self.map_stride_for(depth[0].shape[1])
+        st = ms if map_only else self.stride
+        k_map = ms // st  # the map grid within this one
         hw = depth[0].shape
         keep = [i for i, d in enumerate(depth) if d.shape == hw]
         D = np.stack([depth[i][::st, ::st] for i in keep])  # (S, h, w) float32, contiguous
@@ -126,7 +137,7 @@ class CloudBuilder:
         xyz = np.empty((3, idx.size), np.float32)  # rows: contiguous writes; returned as the (N, 3) view xyz.T
         colors = np.empty((idx.size, 3), np.uint8)
         on_map = np.empty(idx.size, bool)
-        full_of, grid = self._pixel_tables(hw, st)
+        full_of, grid = self._pixel_tables(hw, st, ms)
         rgb3 = np.dtype((np.void, 3))
         for j, i in enumerate(keep):
             a, b = bounds[j], bounds[j + 1]

@@ -19,6 +19,7 @@ closed loop rebuilds it from the thinned submaps.
 from __future__ import annotations
 
 import threading
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,10 +52,14 @@ def _corners(pts: np.ndarray) -> np.ndarray | None:
     """(8, 3) float64 corners of the bounding box of the finite points, None when there are none."""
     if not len(pts):
         return None
-    with np.errstate(invalid="ignore"):  # per coordinate row: numpy's reductions over axis 0 of (N, 3) are slow
-        rows = pts.T
-        lo = np.array([np.nanmin(r) for r in rows], np.float64)
-        hi = np.array([np.nanmax(r) for r in rows], np.float64)
+    rows = pts.T  # per coordinate row: numpy's reductions over axis 0 of (N, 3) are slow
+    lo = np.array([r.min() for r in rows], np.float64)
+    hi = np.array([r.max() for r in rows], np.float64)
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):  # some non-finite point: ignore those
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN row: caught below
+            lo = np.array([np.nanmin(r) for r in rows], np.float64)
+            hi = np.array([np.nanmax(r) for r in rows], np.float64)
     if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
         return None
     return np.array([[(lo, hi)[i][0], (lo, hi)[j][1], (lo, hi)[k][2]] for i in (0, 1) for j in (0, 1)

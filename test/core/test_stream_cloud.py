@@ -119,3 +119,14 @@ def test_other_sizes_skipped_and_empty():
     assert len(CloudBuilder().build([], [], [], [], [], [])) == 0
     nan = np.full((4, 4), np.nan, np.float32)
     assert len(CloudBuilder().build([nan], [nan], [None], [np.zeros((4, 4, 3), np.uint8)], K[:1], c2w[:1])) == 0
+
+
+def test_auto_map_stride_keeps_about_64_map_columns():
+    builder = CloudBuilder(stride=4, map_stride=0)
+    assert [builder.map_stride_for(w) for w in (168, 383, 384, 504, 1280)] == [4, 4, 8, 8, 20]
+    assert CloudBuilder(stride=4, map_stride=6).map_stride_for(504) == 8  # explicit: rounded up to a multiple
+    frames = _frames(w=16)  # 16 px wide: auto = the cloud stride itself, the same cloud as an explicit one
+    auto = CloudBuilder(stride=2, map_stride=0, conf_percentile=30.0).build(*frames)
+    fixed = CloudBuilder(stride=2, map_stride=2, conf_percentile=30.0).build(*frames)
+    np.testing.assert_array_equal(auto.points, fixed.points)
+    np.testing.assert_array_equal(auto.on_map, fixed.on_map)
