@@ -53,7 +53,7 @@ class CloudBuilder:
         self.conf_percentile, self.conf_threshold = conf_percentile, conf_threshold
         self.max_points, self.drop_sky, self.seed = max_points, bool(drop_sky), int(seed)
         self._rays: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-        self._grid: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._grid: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # (hw, stride, map stride) -> pixel tables
 
     def rays(self, K: np.ndarray, hw: tuple[int, int], stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) (h*w,) float32 unit-depth ray coordinates of the strided pixel grid of an image of ``hw``:

@@ -506,17 +506,17 @@ class PublishedPoses:
         stamp order (and records them under the new corrections). The change of each (window, old correction) is
         computed once: a window's poses share it."""
         moved = []
-        deltas: dict[tuple[int, int], tuple] = {}  # (window, id(C_old)) -> (C_old kept alive, change or None)
+        deltas: dict[tuple[int, bytes], tuple[np.ndarray, np.ndarray] | None] = {}  # (window, C_old) -> change
         for stamp in sorted(self._poses):
             w, C_old, P = self._poses[stamp]
-            key = (w, id(C_old))
+            key = (w, C_old.tobytes())
             if key not in deltas:
                 C_new = corrections.get(w)
                 if C_new is None or np.abs(C_new - C_old).max() <= tolerance * max(1.0, float(np.abs(C_new).max())):
-                    deltas[key] = (C_old, None)
+                    deltas[key] = None
                 else:
-                    deltas[key] = (C_old, (np.array(C_new, np.float64), C_new @ np.linalg.inv(C_old)))
-            change = deltas[key][1]
+                    deltas[key] = (np.array(C_new, np.float64), C_new @ np.linalg.inv(C_old))
+            change = deltas[key]
             if change is None:
                 continue
             P_new = apply_sim3_to_pose(change[1], P)

@@ -272,10 +272,11 @@ class StreamPipeline:
                 self.is_metric = chain.is_metric
             t1, c1 = time.perf_counter(), time.thread_time()
             new = [(f, cf) for f, cf in zip(window.frames, chain.frames) if cf.is_new]
+            map_only = not self.window_cloud_wanted
             cloud = self.cloud.build([cf.depth for _, cf in new], [cf.conf for _, cf in new],
                                      [cf.sky for _, cf in new], [f.rgb for f, _ in new], [cf.K for _, cf in new],
                                      [cf.c2w for _, cf in new], window.index,
-                                     map_only=not self.window_cloud_wanted)
+                                     map_only=map_only)
             t2, c2 = time.perf_counter(), time.thread_time()
             if chain.chained or self.cfg.insert_unchained:
                 if self.map is None:
@@ -331,7 +332,7 @@ class StreamPipeline:
                             residual_rel=chain.residual_rel, n_correspondences=chain.n_correspondences,
                             method=chain.method, chained=chain.chained, is_metric=chain.is_metric, rebased=rebased,
                             timings=timings, drift=drift, loop_closed=loop_closed, correction=correction,
-                            map_only_cloud=not self.window_cloud_wanted)
+                            map_only_cloud=map_only)
 
     @property
     def _use_submaps(self) -> bool:
