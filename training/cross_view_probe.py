@@ -21,6 +21,7 @@ on 64 fixed held-out pairs next to the constant guess's, and their correlation.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
@@ -54,17 +55,22 @@ def yaw_targets(shift: torch.Tensor, deg_per_patch: float) -> torch.Tensor:
 
 
 def shifted_pairs(batch: int, hw: tuple[int, int], max_shift: int, deg_per_patch: float,
-                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  gen: torch.Generator, subpatch: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(images (B, 2, 3, H, W), target encodings (B, 2, 9), shift in patches (B,)). The texture is unit-variance
-    noise upsampled 7x (a few blobs per patch), so every patch is distinctive."""
+    noise upsampled 7x (a few blobs per patch), so every patch is distinctive. ``subpatch``: the shift is a whole
+    number of *pixels* (up to ``max_shift`` patches), so a patch of view 2 straddles two patches of view 1, as
+    between neighbouring keyframes of a real camera."""
     height, width = hw
     pad = max_shift * PATCH
     dev = gen.device
     base = torch.randn(batch, 3, height // 7, (width + 2 * pad) // 7, generator=gen, device=dev)
     base = F.interpolate(base, scale_factor=7, mode="bilinear", align_corners=False)
-    shift = torch.randint(-max_shift, max_shift + 1, (batch,), generator=gen, device=dev)
+    steps = PATCH if not subpatch else 1  # shift granularity in pixels
+    shift_px = torch.randint(-max_shift * PATCH // steps, max_shift * PATCH // steps + 1, (batch,), generator=gen,
+                             device=dev) * steps
+    shift = shift_px / PATCH if subpatch else shift_px // PATCH
     first = base[..., pad:pad + width]
-    cols = pad + shift[:, None] * PATCH + torch.arange(width, device=dev)  # (B, W): view 2 column x = base column
+    cols = pad + shift_px[:, None] + torch.arange(width, device=dev)  # (B, W): view 2 column x = base column
     second = base.gather(-1, cols[:, None, None, :].expand(batch, 3, height, width))
     return torch.stack((first, second), 1), yaw_targets(shift, deg_per_patch), shift
 
@@ -121,6 +127,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     ap.add_argument("--size", type=int, nargs=2, default=(84, 112), metavar=("H", "W"))
     ap.add_argument("--max-shift", type=int, default=3, help="largest shift, in patches")
     ap.add_argument("--deg-per-patch", type=float, default=6.0)
+    ap.add_argument("--subpatch", action="store_true",
+                    help="shift task: shifts by whole pixels instead of whole patches (sub-patch matching)")
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--match-weight", type=float, default=0.0,
                     help="weight of the matching loss (da3_core.train.matching; shift task only); 0 = off")
@@ -153,7 +161,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 1.0 - 0.95 * min(1.0, max(0, s - decay_from) / max(1, args.steps - decay_from)))
     train_gen = torch.Generator(dev).manual_seed(args.seed + 1)
-    make_pairs = TASKS[args.task]
+    make_pairs = TASKS[args.task] if not args.subpatch else functools.partial(shifted_pairs, subpatch=True)
     hw = tuple(args.size)
     x_val, _, s_val = make_pairs(64, hw, args.max_shift, args.deg_per_patch, torch.Generator(dev).manual_seed(10_000))
     want = s_val.float() * args.deg_per_patch

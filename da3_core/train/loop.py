@@ -122,6 +122,8 @@ class TrainConfig:
     # loss (paper §3.3)
     alpha_grad: float = 1.0
     beta_camera: float = 1.0
+    dense_weight: float = 1.0  # L_D, L_M and L_P together (0: a camera + matching stage, the dense heads idle)
+    camera_rot_weight: float = 1.0  # weight of the quaternion part inside L_C (a few degrees are ~0.05 of it)
     # matching supervision (not in the paper; da3_core.train.matching): cross-view attention taught by GT matches
     match_weight: float = 1.0  # 0 = off
     match_layers: tuple[int, ...] = ()  # global blocks whose attention is supervised; () = the first global block
@@ -365,8 +367,10 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_at(s, cfg, self.time_fraction()) / cfg.lr)
         self.scaler = None  # bf16 needs no loss scaling; kept in checkpoints for an fp16 variant
-        self.loss_cfg = StudentLossConfig(alpha=cfg.alpha_grad, beta=cfg.beta_camera, match_weight=cfg.match_weight,
-                                          match_softmax=cfg.match_softmax)
+        self.loss_cfg = StudentLossConfig(alpha=cfg.alpha_grad, beta=cfg.beta_camera, depth_weight=cfg.dense_weight,
+                                          ray_weight=cfg.dense_weight, point_weight=cfg.dense_weight,
+                                          match_weight=cfg.match_weight, match_softmax=cfg.match_softmax,
+                                          camera_rot_weight=cfg.camera_rot_weight)
         self.match_layers = (tuple(cfg.match_layers) or (first_global_block(cfg.variant),)) if cfg.match_weight \
             else ()
 
@@ -513,8 +517,9 @@ class Trainer:
                "B": int(x.shape[0]) * self.info.world_size, "S": int(x.shape[1]), "H": int(x.shape[3]),
                "W": int(x.shape[4])}
         rec.update({f"loss/{k}": v for k, v in parts.items() if "/" not in k and k != "total"})
-        if "match/acc" in parts:
-            rec["match/acc"] = parts["match/acc"]
+        for key in ("match/acc", "camera/rot_deg", "camera/rot_deg_identity"):
+            if key in parts:
+                rec[key] = parts[key]
         return rec
 
     def elapsed(self) -> float:

@@ -77,6 +77,7 @@ class StudentLossConfig:
     point_conf: bool = False  # weight L_P by depth_conf
     match_weight: float = 0.0  # L_match (not in the paper, see the module notes); 0 = off
     match_softmax: str = "all"  # L_match's softmax: over all views' patches, or per other view ("view")
+    camera_rot_weight: float = 1.0  # weight of L_C's quaternion part inside L_C (1 = the paper's plain sum)
 
 
 def _zero_like(x: torch.Tensor) -> torch.Tensor:
@@ -179,15 +180,20 @@ def point_loss(depth: torch.Tensor, ray: torch.Tensor, points_gt: torch.Tensor, 
 
 
 def camera_loss(enc: torch.Tensor, enc_gt: torch.Tensor, mask: torch.Tensor | None = None,
-                eps: float = 1e-8) -> tuple[torch.Tensor, LossParts]:
+                eps: float = 1e-8, rot_weight: float = 1.0) -> tuple[torch.Tensor, LossParts]:
     """L_C (paper §3.3) on the 9-d encoding ``[t(3), q xyzw(4), fov_h, fov_w]``.
 
-    ``L_C = mean_views(|t^ - t|_1) + mean_views(min(|q^ - q|_1, |q^ + q|_1)) + mean_views(|f^ - f|_1)`` with the
-    decoder's raw quaternion ``q^`` (not normalised: see the module notes) and the unit ground truth ``q``.
+    ``L_C = mean_views(|t^ - t|_1) + w_q mean_views(min(|q^ - q|_1, |q^ + q|_1)) + mean_views(|f^ - f|_1)`` with
+    the decoder's raw quaternion ``q^`` (not normalised: see the module notes), the unit ground truth ``q`` and
+    ``w_q = rot_weight`` (1 in the paper). The parts also report, for logging, the mean rotation error in degrees
+    (``rot_deg``, of the normalised ``q^``) next to that of identity rotations (``rot_deg_identity``): the rotation
+    part of a window's poses is a few degrees, i.e. a few hundredths of L_C, so the loss alone does not show
+    whether rotations are being learned.
 
     Args:
         enc, enc_gt: (B, S, 9).
         mask: (B, S) bool of views with a known camera, or None.
+        rot_weight: w_q.
     """
     valid = torch.isfinite(enc).all(-1) & torch.isfinite(enc_gt).all(-1)
     if mask is not None:
@@ -200,7 +206,12 @@ def camera_loss(enc: torch.Tensor, enc_gt: torch.Tensor, mask: torch.Tensor | No
     q_err = torch.minimum((q - q_gt).abs().sum(-1), (q + q_gt).abs().sum(-1))
     f_err = (enc[..., 7:9] - enc_gt[..., 7:9]).abs().sum(-1)
     lt, lq, lf = masked_mean(t_err, valid), masked_mean(q_err, valid), masked_mean(f_err, valid)
-    return lt + lq + lf, {"t": lt.detach(), "q": lq.detach(), "f": lf.detach()}
+    with torch.no_grad():
+        cos_pred = (F.normalize(q.float(), dim=-1, eps=eps) * q_gt.float()).sum(-1).abs().clamp(max=1.0)
+        rot_deg = masked_mean(torch.rad2deg(2 * torch.acos(cos_pred)), valid)
+        rot_deg_id = masked_mean(torch.rad2deg(2 * torch.acos(q_gt[..., 3].float().abs().clamp(max=1.0))), valid)
+    parts = {"t": lt.detach(), "q": lq.detach(), "f": lf.detach(), "rot_deg": rot_deg, "rot_deg_identity": rot_deg_id}
+    return lt + rot_weight * lq + lf, parts
 
 
 def gradient_loss(depth: torch.Tensor, depth_gt: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, LossParts]:
@@ -267,7 +278,8 @@ def student_loss(outputs: Mapping[str, torch.Tensor], targets: Targets,
     }
     if cfg.beta and ("pose_enc" in outputs or "extrinsics" in outputs):
         enc = pose_encoding_from_outputs(outputs, targets.image_hw)
-        terms["camera"] = (cfg.beta, camera_loss(enc, targets.pose_enc, targets.ray_valid.flatten(2).any(-1)))
+        terms["camera"] = (cfg.beta, camera_loss(enc, targets.pose_enc, targets.ray_valid.flatten(2).any(-1),
+                                                 rot_weight=cfg.camera_rot_weight))
     if cfg.match_weight:
         if targets.matches is None or "match_q" not in outputs:
             raise ValueError("match_weight > 0 needs targets.matches (patch_correspondences) and the network's "

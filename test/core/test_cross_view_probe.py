@@ -47,6 +47,34 @@ def test_shift_matches_point_at_the_patch_with_the_same_pixels() -> None:
         assert not m.valid[b, 0, :, 0].any() and not m.valid[b, 1, :, 1].any()
 
 
+def test_subpatch_pairs_shift_by_pixels_and_split_their_matches() -> None:
+    """--subpatch: the second view is the first shifted by whole pixels (checked on the images), the yaw follows the
+    shift in patches, and a patch's match is split bilinearly between the two patches it straddles."""
+    hw, P = (28, 70), probe.PATCH
+    x, enc, shift = probe.shifted_pairs(6, hw, 2, 5.0, torch.Generator().manual_seed(3), subpatch=True)
+    px = torch.round(shift * P).long()
+    assert torch.allclose(px.float(), shift * P, atol=1e-4) and (px.abs() <= 2 * P).all()
+    assert (px % P != 0).any()  # some shifts are not whole patches
+    torch.testing.assert_close(probe.predicted_yaw_deg(enc), shift * 5.0, atol=1e-3, rtol=0)
+    m = probe.shift_matches(shift, hw)
+    for b, s in enumerate(px.tolist()):
+        first, second = x[b, 0], x[b, 1]
+        if s >= 0:
+            torch.testing.assert_close(second[..., : hw[1] - s], first[..., s:])
+        else:
+            torch.testing.assert_close(second[..., -s:], first[..., : hw[1] + s])
+        frac = (s % P) / P  # weight on the right-hand patch of the straddled pair (view 2 -> view 1)
+        for n in m.valid[b, 1, :, 0].nonzero().flatten().tolist():
+            col = n % (hw[1] // P) + s // P
+            w = dict.fromkeys(range(hw[0] // P * hw[1] // P), 0.0)
+            for idx, wt in zip(m.index[b, 1, n, 0].tolist(), m.weight[b, 1, n, 0].tolist()):
+                w[idx] += wt
+            row = n // (hw[1] // P)
+            left, right = row * (hw[1] // P) + col, row * (hw[1] // P) + col + 1
+            if 0 <= col and col + 1 < hw[1] // P:
+                assert w[left] == pytest.approx(1 - frac, abs=1e-5) and w[right] == pytest.approx(frac, abs=1e-5)
+
+
 def test_matching_supervision_runs() -> None:
     rows = probe.main(["--steps", "2", "--eval-every", "2", "--size", "28", "42", "--threads", "1", "--max-shift", "1",
                        "--match-weight", "1"])

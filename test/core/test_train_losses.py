@@ -127,6 +127,21 @@ def test_camera_loss_rotation_gradient_does_not_shrink_with_quaternion_norm():
     assert grads[0] == pytest.approx(-1.0) and grads[1] == pytest.approx(-1.0)
 
 
+def test_camera_loss_rotation_weight_and_degree_parts():
+    """rot_weight scales only the quaternion part; rot_deg / rot_deg_identity are the geodesic angles (closed form:
+    an x-axis rotation by a quaternion with components (sin a/2, cos a/2) turns by a), sign- and norm-invariant."""
+    half = math.radians(12.0) / 2  # ground truth: 12 degrees about x; prediction: 3 degrees about x, scaled by 2
+    gt = t([[[0.1, 0.0, 0.0, math.sin(half), 0.0, 0.0, math.cos(half), 1.0, 1.0]]])
+    q3 = math.radians(3.0) / 2
+    pred = t([[[0.0, 0.0, 0.0, -2 * math.sin(q3), 0.0, 0.0, -2 * math.cos(q3), 1.0, 1.0]]])
+    plain, parts = camera_loss(pred, gt)
+    weighted, _ = camera_loss(pred, gt, rot_weight=10.0)
+    assert weighted.item() == pytest.approx(plain.item() + 9.0 * parts["q"].item())
+    assert parts["t"].item() == pytest.approx(0.1)
+    assert parts["rot_deg"].item() == pytest.approx(9.0, abs=1e-3)
+    assert parts["rot_deg_identity"].item() == pytest.approx(12.0, abs=1e-3)
+
+
 def test_losses_are_nan_safe_in_gradients():
     pred = torch.tensor([[[[1.0, float("nan"), 2.0]]]], requires_grad=True)
     gt = torch.tensor([[[[1.5, 1.0, float("inf")]]]])
