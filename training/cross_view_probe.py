@@ -3,6 +3,7 @@
     python training/cross_view_probe.py --match-weight 1     # da3-tiny from scratch + matching supervision, 2000 steps
     python training/cross_view_probe.py                      # the same without it (camera loss only)
     python training/cross_view_probe.py --task brighter      # control: cross-view, but no matching needed
+    python training/cross_view_probe.py --match-weight 1 --content scenes   # the shift on rendered scene images
 
 Each sample is two views of one random smooth texture; the second view is the first shifted sideways by a whole
 number of patches (-3..3), i.e. a camera that turned. The camera head must report that shift as a yaw of
@@ -55,16 +56,24 @@ def yaw_targets(shift: torch.Tensor, deg_per_patch: float) -> torch.Tensor:
 
 
 def shifted_pairs(batch: int, hw: tuple[int, int], max_shift: int, deg_per_patch: float,
-                  gen: torch.Generator, subpatch: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  gen: torch.Generator, subpatch: bool = False,
+                  pool: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(images (B, 2, 3, H, W), target encodings (B, 2, 9), shift in patches (B,)). The texture is unit-variance
-    noise upsampled 7x (a few blobs per patch), so every patch is distinctive. ``subpatch``: the shift is a whole
-    number of *pixels* (up to ``max_shift`` patches), so a patch of view 2 straddles two patches of view 1, as
-    between neighbouring keyframes of a real camera."""
+    noise upsampled 7x (a few blobs per patch), so every patch is distinctive; with ``pool`` ((P, 3, H, W + 2 pad)
+    images, pad = ``max_shift`` patches) it is a random one of those instead (:func:`scene_pool`: the synthetic
+    scenes' content). ``subpatch``: the shift is a whole number of *pixels* (up to ``max_shift`` patches), so a
+    patch of view 2 straddles two patches of view 1, as between neighbouring keyframes of a real camera."""
     height, width = hw
     pad = max_shift * PATCH
     dev = gen.device
-    base = torch.randn(batch, 3, height // 7, (width + 2 * pad) // 7, generator=gen, device=dev)
-    base = F.interpolate(base, scale_factor=7, mode="bilinear", align_corners=False)
+    if pool is None:
+        base = torch.randn(batch, 3, height // 7, (width + 2 * pad) // 7, generator=gen, device=dev)
+        base = F.interpolate(base, scale_factor=7, mode="bilinear", align_corners=False)
+    else:
+        if tuple(pool.shape[-2:]) != (height, width + 2 * pad):
+            raise ValueError(f"pool images must be {height}x{width + 2 * pad} (H x W + 2 * max_shift patches), "
+                             f"got {tuple(pool.shape[-2:])}")
+        base = pool[torch.randint(len(pool), (batch,), generator=gen, device=dev)]
     steps = PATCH if not subpatch else 1  # shift granularity in pixels
     shift_px = torch.randint(-max_shift * PATCH // steps, max_shift * PATCH // steps + 1, (batch,), generator=gen,
                              device=dev) * steps
@@ -73,6 +82,23 @@ def shifted_pairs(batch: int, hw: tuple[int, int], max_shift: int, deg_per_patch
     cols = pad + shift_px[:, None] + torch.arange(width, device=dev)  # (B, W): view 2 column x = base column
     second = base.gather(-1, cols[:, None, None, :].expand(batch, 3, height, width))
     return torch.stack((first, second), 1), yaw_targets(shift, deg_per_patch), shift
+
+
+def scene_pool(count: int, hw: tuple[int, int], max_shift: int, seed: int, noise: float = 0.0) -> torch.Tensor:
+    """``count`` rendered synthetic-scene images (ImageNet-normalised), each wide enough for the shifts of
+    :func:`shifted_pairs` (H x W + 2 ``max_shift`` patches): the probe on the training scenes' content. ``noise`` >
+    0 adds the noise texture of the default content times that amplitude, fixed per image (so both views of a pair
+    see it): the scenes made locally unique."""
+    from da3_core.train.data import SyntheticSceneDataset
+
+    height, width = hw[0], hw[1] + 2 * max_shift * PATCH
+    ds = SyntheticSceneDataset(count, resolutions=[(height, width)], views=(1, 1), seed=seed, path="mixed")
+    pool = torch.stack([ds[(i, height, width, 1)]["images"][0] for i in range(count)])
+    if noise > 0:
+        gen = torch.Generator().manual_seed(seed + 1)
+        grain = torch.randn(count, 3, -(-height // 7), -(-width // 7), generator=gen)
+        pool = pool + noise * F.interpolate(grain, scale_factor=7, mode="bilinear")[..., :height, :width]
+    return pool
 
 
 def shift_matches(shift: torch.Tensor, hw: tuple[int, int]) -> PatchMatches:
@@ -129,6 +155,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     ap.add_argument("--deg-per-patch", type=float, default=6.0)
     ap.add_argument("--subpatch", action="store_true",
                     help="shift task: shifts by whole pixels instead of whole patches (sub-patch matching)")
+    ap.add_argument("--content", choices=("noise", "scenes"), default="noise",
+                    help="shift task: random noise (every patch unique) or crops of rendered synthetic scenes")
+    ap.add_argument("--scene-noise", type=float, default=0.0,
+                    help="--content scenes: add the noise content at this amplitude (scenes made locally unique)")
+    ap.add_argument("--pool", type=int, default=512, help="--content scenes: training images rendered up front")
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--match-weight", type=float, default=0.0,
                     help="weight of the matching loss (da3_core.train.matching; shift task only); 0 = off")
@@ -161,14 +192,22 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 1.0 - 0.95 * min(1.0, max(0, s - decay_from) / max(1, args.steps - decay_from)))
     train_gen = torch.Generator(dev).manual_seed(args.seed + 1)
-    make_pairs = TASKS[args.task] if not args.subpatch else functools.partial(shifted_pairs, subpatch=True)
     hw = tuple(args.size)
-    x_val, _, s_val = make_pairs(64, hw, args.max_shift, args.deg_per_patch, torch.Generator(dev).manual_seed(10_000))
+    make_pairs = make_val = TASKS[args.task] if not args.subpatch else functools.partial(shifted_pairs, subpatch=True)
+    if args.content == "scenes":
+        if args.task != "shift":
+            raise SystemExit("--content scenes is for the shift task")
+        make_pairs = functools.partial(make_pairs, pool=scene_pool(args.pool, hw, args.max_shift, 0,
+                                                                         args.scene_noise).to(dev))
+        make_val = functools.partial(make_val, pool=scene_pool(64, hw, args.max_shift, 10_000,
+                                                                     args.scene_noise).to(dev))
+    x_val, _, s_val = make_val(64, hw, args.max_shift, args.deg_per_patch, torch.Generator(dev).manual_seed(10_000))
     want = s_val.float() * args.deg_per_patch
     const_err = (want - want.median()).abs().mean().item()
     how = (f"weight {args.match_weight:g} on blocks {list(layers)} x {args.match_heads} head(s), softmax over "
            f"{args.match_softmax}") if match else "off"
-    print(f"{args.variant}, task {args.task}: targets -{args.max_shift}..{args.max_shift} x {args.deg_per_patch} deg; "
+    print(f"{args.variant}, task {args.task} on {args.content}: targets -{args.max_shift}..{args.max_shift} x "
+          f"{args.deg_per_patch} deg; "
           f"constant guess: mean |yaw error| {const_err:.2f} deg; matching loss {how}")
     rows, t0 = [], time.time()
     for step in range(1, args.steps + 1):

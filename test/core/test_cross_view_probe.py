@@ -75,6 +75,23 @@ def test_subpatch_pairs_shift_by_pixels_and_split_their_matches() -> None:
                 assert w[left] == pytest.approx(1 - frac, abs=1e-5) and w[right] == pytest.approx(frac, abs=1e-5)
 
 
+def test_scene_content_pairs_are_shifted_crops_of_rendered_scenes() -> None:
+    """--content scenes: both views are crops of one pool image (a rendered scene, wide enough for every shift), the
+    second shifted by the reported number of pixels; a pool of the wrong size is refused."""
+    hw, P, max_shift = (28, 42), probe.PATCH, 1
+    pool = probe.scene_pool(3, hw, max_shift, seed=5)
+    assert pool.shape == (3, 3, 28, 42 + 2 * P) and pool.std() > 0.1  # real content, not a constant
+    x, _, shift = probe.shifted_pairs(5, hw, max_shift, 5.0, torch.Generator().manual_seed(2), subpatch=True, pool=pool)
+    for b, s in enumerate(torch.round(shift * P).long().tolist()):
+        src = [i for i in range(3) if torch.equal(pool[i, ..., P:P + hw[1]], x[b, 0])]
+        assert len(src) == 1  # the first view is the centre crop of one pool image
+        torch.testing.assert_close(x[b, 1], pool[src[0], ..., P + s:P + s + hw[1]])
+    grain = probe.scene_pool(3, hw, max_shift, seed=5, noise=0.5) - pool  # --scene-noise: the same scenes + grain
+    assert grain.shape == pool.shape and 0.1 < grain.std() < 0.5 and grain[0].std() > 0.1
+    with pytest.raises(ValueError, match="pool images must be 28x70"):
+        probe.shifted_pairs(2, hw, max_shift, 5.0, torch.Generator(), pool=pool[..., :-1])
+
+
 def test_matching_supervision_runs() -> None:
     rows = probe.main(["--steps", "2", "--eval-every", "2", "--size", "28", "42", "--threads", "1", "--max-shift", "1",
                        "--match-weight", "1"])
