@@ -55,11 +55,18 @@ def yaw_targets(shift: torch.Tensor, deg_per_patch: float) -> torch.Tensor:
     return enc
 
 
+def noise_texture(count: int, height: int, width: int, gen: torch.Generator) -> torch.Tensor:
+    """(count, 3, height, width) unit-variance noise upsampled 7x (a few blobs per patch): every patch distinctive.
+    Drawn from ``gen`` on its device."""
+    grain = torch.randn(count, 3, -(-height // 7), -(-width // 7), generator=gen, device=gen.device)
+    return F.interpolate(grain, scale_factor=7, mode="bilinear", align_corners=False)[..., :height, :width]
+
+
 def shifted_pairs(batch: int, hw: tuple[int, int], max_shift: int, deg_per_patch: float,
                   gen: torch.Generator, subpatch: bool = False,
                   pool: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(images (B, 2, 3, H, W), target encodings (B, 2, 9), shift in patches (B,)). The texture is unit-variance
-    noise upsampled 7x (a few blobs per patch), so every patch is distinctive; with ``pool`` ((P, 3, H, W + 2 pad)
+    """(images (B, 2, 3, H, W), target encodings (B, 2, 9), shift in patches (B,)). The texture is
+    :func:`noise_texture`, so every patch is distinctive; with ``pool`` ((P, 3, H, W + 2 pad)
     images, pad = ``max_shift`` patches) it is a random one of those instead (:func:`scene_pool`: the synthetic
     scenes' content). ``subpatch``: the shift is a whole number of *pixels* (up to ``max_shift`` patches), so a
     patch of view 2 straddles two patches of view 1, as between neighbouring keyframes of a real camera."""
@@ -67,8 +74,7 @@ def shifted_pairs(batch: int, hw: tuple[int, int], max_shift: int, deg_per_patch
     pad = max_shift * PATCH
     dev = gen.device
     if pool is None:
-        base = torch.randn(batch, 3, height // 7, (width + 2 * pad) // 7, generator=gen, device=dev)
-        base = F.interpolate(base, scale_factor=7, mode="bilinear", align_corners=False)
+        base = noise_texture(batch, height, width + 2 * pad, gen)
     else:
         if tuple(pool.shape[-2:]) != (height, width + 2 * pad):
             raise ValueError(f"pool images must be {height}x{width + 2 * pad} (H x W + 2 * max_shift patches), "
@@ -95,9 +101,7 @@ def scene_pool(count: int, hw: tuple[int, int], max_shift: int, seed: int, noise
     ds = SyntheticSceneDataset(count, resolutions=[(height, width)], views=(1, 1), seed=seed, path="mixed")
     pool = torch.stack([ds[(i, height, width, 1)]["images"][0] for i in range(count)])
     if noise > 0:
-        gen = torch.Generator().manual_seed(seed + 1)
-        grain = torch.randn(count, 3, -(-height // 7), -(-width // 7), generator=gen)
-        pool = pool + noise * F.interpolate(grain, scale_factor=7, mode="bilinear")[..., :height, :width]
+        pool = pool + noise * noise_texture(count, height, width, torch.Generator().manual_seed(seed + 1))
     return pool
 
 
@@ -124,8 +128,7 @@ def brighter_pairs(batch: int, hw: tuple[int, int], max_shift: int, deg_per_patc
     second view is brighter on average, else -max_shift (same outputs as :func:`shifted_pairs`)."""
     height, width = hw
     dev = gen.device
-    tex = F.interpolate(torch.randn(batch * 2, 3, height // 7, width // 7, generator=gen, device=dev),
-                        scale_factor=7, mode="bilinear", align_corners=False).reshape(batch, 2, 3, height, width)
+    tex = noise_texture(batch * 2, height, width, gen).reshape(batch, 2, 3, height, width)
     tex = tex + 0.5 * torch.randn(batch, 2, 1, 1, 1, generator=gen, device=dev)
     brighter = tex[:, 1].mean((1, 2, 3)) > tex[:, 0].mean((1, 2, 3))
     shift = torch.where(brighter, max_shift, -max_shift)
@@ -193,10 +196,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         opt, lambda s: 1.0 - 0.95 * min(1.0, max(0, s - decay_from) / max(1, args.steps - decay_from)))
     train_gen = torch.Generator(dev).manual_seed(args.seed + 1)
     hw = tuple(args.size)
+    if (args.subpatch or args.content == "scenes") and args.task != "shift":
+        raise SystemExit("--subpatch and --content scenes are options of the shift task (--task shift)")
     make_pairs = make_val = TASKS[args.task] if not args.subpatch else functools.partial(shifted_pairs, subpatch=True)
     if args.content == "scenes":
-        if args.task != "shift":
-            raise SystemExit("--content scenes is for the shift task")
         make_pairs = functools.partial(make_pairs, pool=scene_pool(args.pool, hw, args.max_shift, 0,
                                                                          args.scene_noise).to(dev))
         make_val = functools.partial(make_val, pool=scene_pool(64, hw, args.max_shift, 10_000,
