@@ -4,6 +4,8 @@
     python training/cross_view_probe.py                      # the same without it (camera loss only)
     python training/cross_view_probe.py --task brighter      # control: cross-view, but no matching needed
     python training/cross_view_probe.py --match-weight 1 --content scenes   # the shift on rendered scene images
+    python training/cross_view_probe.py --match-weight 1 --disp-weight 1 --subpatch --max-shift 1 --content scenes
+                                                             # + the displacement loss: learned on scene content
 
 Each sample is two views of one random smooth texture; the second view is the first shifted sideways by a whole
 number of patches (-3..3), i.e. a camera that turned. The camera head must report that shift as a yaw of
@@ -11,11 +13,13 @@ number of patches (-3..3), i.e. a camera that turned. The camera head must repor
 solves this; one that does not stays at the error of a constant guess. From scratch, the camera loss alone is not
 learned in thousands of steps; ``--match-weight`` adds the matching supervision of
 ``da3_core/train/matching.py`` (the first global block's first head is taught where each patch went, here exact
-from the shift), with which it is learned (``da3_core/assets/default/TRAINING.md`` has the ablations). It is
-the floor under the synthetic-scene pose scores of ``training/evaluate.py``: while this toy is not learned, the
-camera poses of the real task will not be either. ``--task brighter`` is the control: the two views are unrelated
-textures and the target "yaw" says which view is brighter (+-max shift), so information must cross views but
-nothing has to be matched. Prints, every ``--eval-every`` steps, the mean absolute yaw error
+from the shift), with which it is learned on noise (``da3_core/assets/default/TRAINING.md`` has the ablations). On
+crops of rendered scenes (``--content scenes``) matching alone is not enough; ``--disp-weight`` adds the displacement
+loss of ``da3_core/train/displacement.py`` (a linear read-out of the same block's patch tokens must give each patch's
+shift), with which it is. It is the floor under the synthetic-scene pose scores of ``training/evaluate.py``: while
+this toy is not learned, the camera poses of the real task will not be either. ``--task brighter`` is the control:
+the two views are unrelated textures and the target "yaw" says which view is brighter (+-max shift), so information
+must cross views but nothing has to be matched. Prints, every ``--eval-every`` steps, the mean absolute yaw error
 on 64 fixed held-out pairs next to the constant guess's, and their correlation.
 """
 
@@ -36,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from da3_core.registry import build_network  # noqa: E402
 from da3_core.train.correspondence import PatchMatches, bilinear_patch_targets, patch_centres  # noqa: E402
+from da3_core.train.displacement import DisplacementReadout, displacement_loss, displacement_targets  # noqa: E402
 from da3_core.train.init import init_weights  # noqa: E402
 from da3_core.train.loop import load_init_weights  # noqa: E402
 from da3_core.train.losses import camera_loss  # noqa: E402
@@ -105,21 +110,28 @@ def scene_pool(count: int, hw: tuple[int, int], max_shift: int, seed: int, noise
     return pool
 
 
-def shift_matches(shift: torch.Tensor, hw: tuple[int, int]) -> PatchMatches:
-    """Matching targets of :func:`shifted_pairs`: pixel x of view 2 shows what pixel x + shift * 14 of view 1 shows,
-    so patch (r, c) of view 2 is patch (r, c + shift) of view 1 and the other way round (seen when inside)."""
+def shift_uv(shift: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the patch centres of :func:`shifted_pairs` are seen in the other view: pixel x of view 2 shows what pixel
+    x + shift * 14 of view 1 shows. Returns uv (B, 2, N, 2, 2) and valid (B, 2, N, 2) (inside, other view only),
+    the layout of :func:`da3_core.train.correspondence.project_patch_centres`."""
     height, width = hw
-    grid = (height // PATCH, width // PATCH)
-    centres = patch_centres(grid, PATCH, shift.device)  # (N, 2)
-    B, N = len(shift), len(centres)
-    uv = centres[None, None, :, None, :].repeat(B, 2, 1, 2, 1)  # (B, S_j, N, S_i, 2)
+    centres = patch_centres((height // PATCH, width // PATCH), PATCH, shift.device)  # (N, 2)
+    uv = centres[None, None, :, None, :].repeat(len(shift), 2, 1, 2, 1)  # (B, S_j, N, S_i, 2)
     du = shift.float()[:, None] * PATCH
     uv[:, 1, :, 0, 0] += du  # view 2 -> view 1
     uv[:, 0, :, 1, 0] -= du  # view 1 -> view 2
     valid = (uv[..., 0] >= -0.5) & (uv[..., 0] < width - 0.5)
     valid &= ~torch.eye(2, dtype=torch.bool, device=shift.device)[None, :, None, :]
+    return uv, valid
+
+
+def shift_matches(shift: torch.Tensor, hw: tuple[int, int]) -> PatchMatches:
+    """Matching targets of :func:`shifted_pairs`: patch (r, c) of view 2 is patch (r, c + shift) of view 1 and the
+    other way round (seen when inside)."""
+    grid = (hw[0] // PATCH, hw[1] // PATCH)
+    uv, valid = shift_uv(shift, hw)
     index, weight = bilinear_patch_targets(uv, valid, grid, PATCH)
-    return PatchMatches(index=index, weight=weight, valid=valid.expand(B, 2, N, 2))
+    return PatchMatches(index=index, weight=weight, valid=valid)
 
 
 def brighter_pairs(batch: int, hw: tuple[int, int], max_shift: int, deg_per_patch: float,
@@ -171,6 +183,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     ap.add_argument("--match-heads", type=int, default=1, help="supervised heads per block")
     ap.add_argument("--match-softmax", choices=MATCH_SOFTMAX, default="all",
                     help="softmax over each other view's patches, or over all views' (da3_core.train.matching)")
+    ap.add_argument("--disp-weight", type=float, default=0.0,
+                    help="weight of the displacement loss (da3_core.train.displacement: a linear read-out of the "
+                         "matching blocks' patch tokens gives each patch's shift; shift task only); 0 = off")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu | cuda: the batches are made on this device")
@@ -187,7 +202,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     layers = tuple(args.match_layers) if args.match_layers is not None else \
         tuple(i for i in range(vit.cfg.depth) if vit.is_global_block(i))[:1]
     match = args.match_weight > 0 and args.task == "shift"
-    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
+    disp = args.disp_weight > 0 and args.task == "shift"
+    readout = DisplacementReadout(vit.cfg.embed_dim, len(layers)).to(dev) if disp else None
+    params = list(net.parameters()) + (list(readout.parameters()) if disp else [])
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     # constant LR, then a linear decay to 5 % over the last quarter: the shift is learned in a sudden transition
     # that an early decay delays (a cosine schedule over 1500 steps did not reach it), and the final steps settle
     # instead of jittering around the answer
@@ -196,6 +214,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         opt, lambda s: 1.0 - 0.95 * min(1.0, max(0, s - decay_from) / max(1, args.steps - decay_from)))
     train_gen = torch.Generator(dev).manual_seed(args.seed + 1)
     hw = tuple(args.size)
+    centres = patch_centres((hw[0] // PATCH, hw[1] // PATCH), PATCH, dev)
     if (args.subpatch or args.content == "scenes") and args.task != "shift":
         raise SystemExit("--subpatch and --content scenes are options of the shift task (--task shift)")
     make_pairs = make_val = TASKS[args.task] if not args.subpatch else functools.partial(shifted_pairs, subpatch=True)
@@ -209,6 +228,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     const_err = (want - want.median()).abs().mean().item()
     how = (f"weight {args.match_weight:g} on blocks {list(layers)} x {args.match_heads} head(s), softmax over "
            f"{args.match_softmax}") if match else "off"
+    if disp:
+        how += f"; displacement loss weight {args.disp_weight:g} on blocks {list(layers)}"
     print(f"{args.variant}, task {args.task} on {args.content}: targets -{args.max_shift}..{args.max_shift} x "
           f"{args.deg_per_patch} deg; "
           f"constant guess: mean |yaw error| {const_err:.2f} deg; matching loss {how}")
@@ -216,34 +237,45 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     for step in range(1, args.steps + 1):
         net.train()
         x, enc, shift = make_pairs(args.batch, hw, args.max_shift, args.deg_per_patch, train_gen)
-        out = net(x, ref_view_strategy="first", match_layers=layers if match else (), match_heads=args.match_heads)
+        out = net(x, ref_view_strategy="first", match_layers=layers if match or disp else (),
+                  match_heads=args.match_heads)
         loss, _ = camera_loss(out["pose_enc"], enc)
         if match:
             match_loss, _ = matching_cross_entropy(out["match_q"], out["match_k"], shift_matches(shift, hw),
                                                    over=args.match_softmax)
             loss = loss + args.match_weight * match_loss
+        if disp:
+            target, seen = displacement_targets(*shift_uv(shift, hw), centres, PATCH)
+            disp_loss, _ = displacement_loss(readout(out["match_x"]), target, seen)
+            loss = loss + args.disp_weight * disp_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         if step % args.eval_every == 0 or step == args.steps:
             net.eval()
             with torch.no_grad():
-                out = net(x_val, ref_view_strategy="first", match_layers=layers if match else (),
+                out = net(x_val, ref_view_strategy="first", match_layers=layers if match or disp else (),
                           match_heads=args.match_heads)
                 yaw = predicted_yaw_deg(out["pose_enc"])
                 acc = matching_cross_entropy(out["match_q"], out["match_k"], shift_matches(s_val, hw),
                                              over=args.match_softmax)[1]["acc"] if match else None
+                if disp:  # held-out mean |displacement error| of the read-out
+                    disp_l1 = displacement_loss(readout(out["match_x"]),
+                                                *displacement_targets(*shift_uv(s_val, hw), centres, PATCH))[1]["l1"]
             err = (yaw - want).abs().mean().item()
             corr = float(np.corrcoef(yaw.cpu().numpy(), want.cpu().numpy())[0, 1]) if yaw.std() > 0 else 0.0
             row = {"step": step, "loss": loss.item(), "yaw_err": err, "corr": corr}
             if acc is not None:
                 row["match_acc"] = acc.item()
+            if disp:
+                row["disp_l1"] = disp_l1.item()
             rows.append(row)
             print(f"step {step:5d}  loss {loss.item():.3f}  held-out |yaw error| {err:6.2f} deg "
                   f"(constant {const_err:.2f})  corr {corr:+.2f}"
                   + (f"  match acc {row['match_acc']:.2f}" if acc is not None else "")
+                  + (f"  disp l1 {row['disp_l1']:.2f} patch" if disp else "")
                   + f"  {time.time() - t0:.0f} s", flush=True)
     return rows
 

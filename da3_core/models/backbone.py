@@ -43,6 +43,8 @@ class BackboneOutput:
     # (B, S, h*w, G, D) patch queries / keys of the supervised heads of the ``match_layers`` (training only)
     match_q: torch.Tensor | None = None
     match_k: torch.Tensor | None = None
+    # (B, S, h*w, L, C) patch tokens after each of the ``match_layers`` (training only: the displacement loss)
+    match_x: torch.Tensor | None = None
 
 
 def _grid_positions(h: int, w: int, device: torch.device) -> torch.Tensor:
@@ -121,7 +123,8 @@ class CrossViewViT(nn.Module):
         """x: (B, S, 3, H, W) normalised images; cam_tokens: (B, S, C) from the camera encoder, or None.
 
         ``match_layers``: global blocks whose attention queries and keys (first ``match_heads`` heads, patch tokens,
-        input view order) are returned as ``match_q`` / ``match_k`` for the matching loss (da3_core.train.matching).
+        input view order) are returned as ``match_q`` / ``match_k`` for the matching loss (da3_core.train.matching),
+        their output patch tokens as ``match_x`` (da3_core.train.displacement).
         """
         cfg = self.cfg
         for layer in match_layers:
@@ -148,6 +151,7 @@ class CrossViewViT(nn.Module):
         taps: list[torch.Tensor] = []
         kept_q: list[torch.Tensor] = []
         kept_k: list[torch.Tensor] = []
+        kept_x: list[torch.Tensor] = []
         for i, block in enumerate(self.blocks):
             use_rope = 0 <= cfg.rope_start <= i
             if alt and i == cfg.alt_start - 1 and s >= MIN_VIEWS_FOR_SELECTION and cam_tokens is None:
@@ -163,6 +167,8 @@ class CrossViewViT(nn.Module):
                     for t, kept in zip(keep[0], (kept_q, kept_k)):
                         t = t[:, :match_heads].unflatten(2, (s, n))[:, :, :, 1:].permute(0, 2, 3, 1, 4)
                         kept.append(restore_views(t, order) if order is not None else t)
+                    t = x[:, :, 1:, None]
+                    kept_x.append(restore_views(t, order) if order is not None else t)
             else:  # local: attend within each view
                 x = block(x.reshape(b * s, n, c), rope_local if use_rope else None).reshape(b, s, n, c)
                 local_x = x
@@ -175,8 +181,9 @@ class CrossViewViT(nn.Module):
         features = [self._normalise(t)[:, :, 1:] for t in taps]
         match_q = torch.cat(kept_q, dim=3) if kept_q else None
         match_k = torch.cat(kept_k, dim=3) if kept_k else None
+        match_x = torch.cat(kept_x, dim=3) if kept_x else None
         return BackboneOutput(features=features, camera_tokens=camera_tokens, ref_index=ref_index, match_q=match_q,
-                              match_k=match_k)
+                              match_k=match_k, match_x=match_x)
 
     def _insert_camera_tokens(self, x: torch.Tensor, local_x: torch.Tensor,
                               cam_tokens: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

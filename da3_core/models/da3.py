@@ -65,7 +65,8 @@ class DA3Network(nn.Module):
         """x: (B, S, 3, H, W) ImageNet-normalised, H and W multiples of 14. Optional known cameras (both or none):
         extrinsics (B, S, 3|4, 4) OpenCV world-to-camera, intrinsics (B, S, 3, 3) in pixels of ``x``.
         ``match_layers`` / ``match_heads`` (training): also return ``match_q`` / ``match_k`` (B, S, h*w, G, D), the
-        attention queries and keys of those global blocks' first heads (da3_core.train.matching).
+        attention queries and keys of those global blocks' first heads (da3_core.train.matching), and ``match_x``
+        (B, S, h*w, L, C), the blocks' output patch tokens (da3_core.train.displacement).
         ``sky_fill=False`` returns the sky model's raw depth (no data-dependent sky clamp), for fixed graphs whose host
         side applies :func:`~da3_core.models.sky.clamp_mono_sky` (da3_core.backends.split)."""
         self._check_inputs(x, extrinsics, intrinsics, ref_view_strategy, use_ray_pose)
@@ -91,7 +92,7 @@ class DA3Network(nn.Module):
         if "sky" in out and sky_fill:
             out["depth"] = clamp_mono_sky(out["depth"], out["sky"])
         if feats.match_q is not None:
-            out["match_q"], out["match_k"] = feats.match_q, feats.match_k
+            out["match_q"], out["match_k"], out["match_x"] = feats.match_q, feats.match_k, feats.match_x
         return out
 
     def _check_inputs(self, x: torch.Tensor, extrinsics: torch.Tensor | None, intrinsics: torch.Tensor | None,

@@ -36,6 +36,7 @@ __all__ = [
     "patch_centres",
     "project_patch_centres",
     "bilinear_patch_targets",
+    "patch_matches",
     "patch_correspondences",
 ]
 
@@ -152,14 +153,20 @@ def bilinear_patch_targets(uv: torch.Tensor, valid: torch.Tensor, grid_hw: tuple
     return index, weight.float()
 
 
-def patch_correspondences(depth: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor, patch_size: int = 14,
-                          occlusion_tol: float = DEFAULT_OCCLUSION_TOL) -> PatchMatches:
-    """Matching targets of a batch: :func:`project_patch_centres` then :func:`bilinear_patch_targets`."""
-    H, W = depth.shape[-2:]
+def patch_matches(uv: torch.Tensor, valid: torch.Tensor, image_hw: tuple[int, int], patch_size: int) -> PatchMatches:
+    """Matching targets from :func:`project_patch_centres`' output (:func:`bilinear_patch_targets`)."""
+    H, W = image_hw
     with torch.no_grad():
-        uv, valid = project_patch_centres(depth, w2c, K, patch_size, occlusion_tol)
         index, weight = bilinear_patch_targets(uv, valid, (H // patch_size, W // patch_size), patch_size)
     return PatchMatches(index=index, weight=weight, valid=valid)
+
+
+def patch_correspondences(depth: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor, patch_size: int = 14,
+                          occlusion_tol: float = DEFAULT_OCCLUSION_TOL) -> PatchMatches:
+    """Matching targets of a batch: :func:`project_patch_centres` then :func:`patch_matches`."""
+    with torch.no_grad():
+        uv, valid = project_patch_centres(depth, w2c, K, patch_size, occlusion_tol)
+    return patch_matches(uv, valid, tuple(depth.shape[-2:]), patch_size)
 
 
 def matches_into_view(matches: PatchMatches, view: torch.Tensor | None) -> PatchMatches:

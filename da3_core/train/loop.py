@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader
 
 from da3_core.api import normalize_input_extrinsics
 from da3_core.geometry.transforms import invert_extrinsics, to_homogeneous
+from da3_core.preprocess import PATCH_SIZE
 from da3_core.registry import build_network
 from da3_core.train.batching import TokenBudgetBatcher, TokenBudgetBatchSampler
 from da3_core.train.checkpoint import (
@@ -54,8 +55,15 @@ from da3_core.train.checkpoint import (
     optimizer_state_dict,
     save_checkpoint,
 )
-from da3_core.train.correspondence import DEFAULT_OCCLUSION_TOL, matches_into_view, patch_correspondences
+from da3_core.train.correspondence import (
+    DEFAULT_OCCLUSION_TOL,
+    matches_into_view,
+    patch_centres,
+    patch_matches,
+    project_patch_centres,
+)
 from da3_core.train.data import SyntheticSceneDataset
+from da3_core.train.displacement import DisplacementReadout, WithDisplacementReadout, displacement_targets
 from da3_core.train.distributed import DistInfo, all_reduce_mean, setup_distributed, wrap_model
 from da3_core.train.init import init_weights
 from da3_core.train.losses import StudentLossConfig, student_loss
@@ -131,6 +139,9 @@ class TrainConfig:
     match_occlusion_tol: float = 0.05  # relative depth difference that counts as occluded
     match_softmax: str = "all"  # "all": one softmax over every view's patches (as attention); "view": per other view
     match_into: str = "all_views"  # targets in every other view, or only in the reference view ("reference")
+    # displacement supervision (not in the paper; da3_core.train.displacement): a training-only linear read-out of
+    # the match_layers' patch tokens must give each patch's image motion into the reference view (0 = off)
+    disp_weight: float = 0.0
     # teacher pseudo-labels (paper §4.2)
     teacher_ckpt: str = ""  # state dict of a da3_core.train.teacher.TeacherNetwork ('' = ground truth throughout)
     teacher_config: str = "tiny"  # tiny (tiny_teacher_config) | full (teacher_config)
@@ -279,9 +290,9 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], *, pose_cond:
     """
     cfg = loss_cfg or StudentLossConfig()
     x, w2c, K = batch["images"], batch["w2c"], batch["K"]
-    match = {"match_layers": match_layers, "match_heads": match_heads} if cfg.match_weight else {}
-    if cfg.match_weight and not match_layers:
-        raise ValueError("match_weight > 0 needs match_layers (the global blocks to supervise)")
+    match = {"match_layers": match_layers, "match_heads": match_heads} if cfg.match_weight or cfg.disp_weight else {}
+    if (cfg.match_weight or cfg.disp_weight) and not match_layers:
+        raise ValueError("match_weight or disp_weight > 0 needs match_layers (the global blocks to supervise)")
     if pose_cond:
         ex = normalize_input_extrinsics(to_homogeneous(w2c))
         out = model(x, extrinsics=ex, intrinsics=K, ref_view_strategy=ref_view_strategy, **match)
@@ -292,12 +303,19 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], *, pose_cond:
     with torch.autocast(x.device.type, enabled=False):  # targets and losses in full precision, also under bf16
         targets = build_targets(depth.to(dt), _targets_frame(w2c.to(dt), out.get("ref_index")), K.to(dt),
                                 ray_hw=tuple(out["ray"].shape[2:4]), relative_to_first=False)
+        if cfg.match_weight or cfg.disp_weight:
+            with torch.no_grad():
+                uv, seen = project_patch_centres(batch["depth"], w2c, K, PATCH_SIZE, match_occlusion_tol)
         if cfg.match_weight:
-            targets.matches = patch_correspondences(batch["depth"], w2c, K, occlusion_tol=match_occlusion_tol)
+            targets.matches = patch_matches(uv, seen, tuple(batch["depth"].shape[-2:]), PATCH_SIZE)
             if match_into == "reference":
                 targets.matches = matches_into_view(targets.matches, out.get("ref_index"))
             elif match_into != "all_views":
                 raise ValueError(f"match_into must be one of {MATCH_INTO}, got {match_into!r}")
+        if cfg.disp_weight:
+            grid = (x.shape[-2] // PATCH_SIZE, x.shape[-1] // PATCH_SIZE)
+            targets.displacement = displacement_targets(uv, seen, patch_centres(grid, PATCH_SIZE, x.device),
+                                                        PATCH_SIZE, out.get("ref_index"))
         return student_loss(out, targets, cfg)
 
 
@@ -353,14 +371,26 @@ class Trainer:
         if cfg.init_from and ckpt is None:
             load_init_weights(net, cfg.init_from, cfg.variant)
         self.net = net.to(self.device)
-        self.model = wrap_model(self.net, self.info, fsdp=cfg.fsdp)
+        self.match_layers = (tuple(cfg.match_layers) or (first_global_block(cfg.variant),)) \
+            if cfg.match_weight or cfg.disp_weight else ()
+        # the displacement loss's read-out trains beside the network (one module for DDP; saved apart from it)
+        self.readout: DisplacementReadout | None = None
+        trained: nn.Module = self.net
+        if cfg.disp_weight:
+            if cfg.fsdp:
+                raise ValueError("disp_weight > 0 trains a read-out beside the network, which the FSDP2 path does not "
+                                 "shard; train it with DDP (fsdp: false) or set disp_weight 0")
+            self.readout = DisplacementReadout(net.backbone.pretrained.cfg.embed_dim, len(self.match_layers))
+            trained = WithDisplacementReadout(self.net, self.readout.to(self.device))
+        self.trained = trained  # every trained parameter: the network, then the read-out
+        self.model = wrap_model(trained, self.info, fsdp=cfg.fsdp)
 
         self._time_fraction = 0.0  # of the max_minutes budget, refreshed by check_time (the LR schedule reads it)
 
         # optimiser: decay only matrices / conv kernels
-        decay = [p for n, p in self.net.named_parameters() if p.ndim >= 2 and not n.endswith(("_token", "pos_embed"))]
-        keep = [p for n, p in self.net.named_parameters() if not (p.ndim >= 2 and not n.endswith(("_token",
-                                                                                                  "pos_embed")))]
+        decay = [p for n, p in trained.named_parameters() if p.ndim >= 2 and not n.endswith(("_token", "pos_embed"))]
+        keep = [p for n, p in trained.named_parameters() if not (p.ndim >= 2 and not n.endswith(("_token",
+                                                                                                 "pos_embed")))]
         groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": keep, "weight_decay": 0.0}]
         # fused: one kernel for all tensors, and it honours ``found_inf`` (a skipped step without a host sync)
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=True)
@@ -370,9 +400,7 @@ class Trainer:
         self.loss_cfg = StudentLossConfig(alpha=cfg.alpha_grad, beta=cfg.beta_camera, depth_weight=cfg.dense_weight,
                                           ray_weight=cfg.dense_weight, point_weight=cfg.dense_weight,
                                           match_weight=cfg.match_weight, match_softmax=cfg.match_softmax,
-                                          camera_rot_weight=cfg.camera_rot_weight)
-        self.match_layers = (tuple(cfg.match_layers) or (first_global_block(cfg.variant),)) if cfg.match_weight \
-            else ()
+                                          camera_rot_weight=cfg.camera_rot_weight, disp_weight=cfg.disp_weight)
 
         # data
         self.dataset = SyntheticSceneDataset(cfg.num_scenes, resolutions=cfg.resolutions, views=cfg.views,
@@ -404,6 +432,12 @@ class Trainer:
         self.elapsed_before, self._t_fit = 0.0, None  # wall seconds of fit() in earlier runs / start of this one
         if ckpt is not None:
             load_checkpoint(ckpt_path, self.net, self.optimizer, self.scheduler, self.scaler, restore_rng=True)
+            if self.readout is not None:
+                saved = ckpt.get("extra", {}).get("disp_readout")
+                if saved is None:
+                    raise ValueError(f"{ckpt_path} was trained without the displacement read-out (disp_weight 0); "
+                                     "start a new run from its weights with init_from instead of resuming it")
+                self.readout.load_state_dict(saved)
             self.step = ckpt["data"]["step"]
             self.elapsed_before = float(ckpt["data"].get("elapsed_s", 0.0))
             self._time_fraction = self.elapsed_before / (60.0 * cfg.max_minutes) if cfg.max_minutes > 0 else 0.0
@@ -497,7 +531,7 @@ class Trainer:
                                        match_occlusion_tol=cfg.match_occlusion_tol, match_into=cfg.match_into)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trained.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else
                                                    float("inf"))
         if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor of per-shard partial norms (a collective)
             grad_norm = grad_norm.full_tensor()
@@ -517,7 +551,7 @@ class Trainer:
                "B": int(x.shape[0]) * self.info.world_size, "S": int(x.shape[1]), "H": int(x.shape[3]),
                "W": int(x.shape[4])}
         rec.update({f"loss/{k}": v for k, v in parts.items() if "/" not in k and k != "total"})
-        for key in ("match/acc", "camera/rot_deg", "camera/rot_deg_identity"):
+        for key in ("match/acc", "disp/l1", "camera/rot_deg", "camera/rot_deg_identity"):
             if key in parts:
                 rec[key] = parts[key]
         return rec
@@ -570,7 +604,8 @@ class Trainer:
                                      "elapsed_s": self.elapsed()},
                                config=self.cfg.resolved(), model_args={"variant": self.cfg.variant},
                                counters=self.counters, keep_last=self.cfg.keep_last, model_state=model_state,
-                               optimizer_state=optimizer_state)
+                               optimizer_state=optimizer_state,
+                               extra={"disp_readout": self.readout.state_dict()} if self.readout is not None else None)
 
     def evaluate(self) -> dict[str, float]:
         from da3_core.eval.synthetic_benchmark import evaluate_network, heldout_keys

@@ -30,7 +30,10 @@ Conventions chosen where the paper is silent (all documented defaults of :class:
 Beyond the paper, ``match_weight`` > 0 adds the matching loss L_match of :mod:`da3_core.train.matching` (a
 cross-entropy on the attention logits of chosen global blocks against ground-truth patch correspondences), which
 teaches a from-scratch network to match content across views; it needs ``targets.matches`` and the network's
-``match_q`` / ``match_k`` outputs (call it with ``match_layers``).
+``match_q`` / ``match_k`` outputs (call it with ``match_layers``). ``disp_weight`` > 0 adds the displacement loss of
+:mod:`da3_core.train.displacement` (a read-out of the matched blocks' patch tokens must give each patch's motion into
+the reference view); it needs ``targets.displacement`` and the ``match_disp`` output of
+:class:`da3_core.train.displacement.WithDisplacementReadout`.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from da3_core.geometry.pose_encoding import cameras_to_encoding
+from da3_core.train.displacement import displacement_loss
 from da3_core.train.matching import matching_cross_entropy
 from da3_core.train.targets import Targets, points_from_depth_and_rays
 
@@ -78,6 +82,7 @@ class StudentLossConfig:
     match_weight: float = 0.0  # L_match (not in the paper, see the module notes); 0 = off
     match_softmax: str = "all"  # L_match's softmax: over all views' patches, or per other view ("view")
     camera_rot_weight: float = 1.0  # weight of L_C's quaternion part inside L_C (1 = the paper's plain sum)
+    disp_weight: float = 0.0  # L_disp (not in the paper, see the module notes); 0 = off
 
 
 def _zero_like(x: torch.Tensor) -> torch.Tensor:
@@ -286,6 +291,12 @@ def student_loss(outputs: Mapping[str, torch.Tensor], targets: Targets,
                              "match_q / match_k (call it with match_layers); set match_weight 0 to train without")
         terms["match"] = (cfg.match_weight, matching_cross_entropy(outputs["match_q"], outputs["match_k"],
                                                                    targets.matches, over=cfg.match_softmax))
+    if cfg.disp_weight:
+        if targets.displacement is None or "match_disp" not in outputs:
+            raise ValueError("disp_weight > 0 needs targets.displacement (displacement_targets) and the match_disp "
+                             "output (a network wrapped in WithDisplacementReadout, called with match_layers); set "
+                             "disp_weight 0 to train without")
+        terms["disp"] = (cfg.disp_weight, displacement_loss(outputs["match_disp"], *targets.displacement))
     total = _zero_like(depth)
     for name, (weight, (value, sub)) in terms.items():
         total = total + weight * value

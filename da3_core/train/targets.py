@@ -69,6 +69,8 @@ class Targets:
         image_hw: (H, W).
         matches: cross-view patch correspondences for the matching loss (set by the training step when it is on;
             :func:`da3_core.train.correspondence.patch_correspondences`), else None.
+        displacement: (target (B, S, N, 2), valid (B, S, N)) patch motions into the reference view for the
+            displacement loss (:func:`da3_core.train.displacement.displacement_targets`), else None.
     """
 
     depth: torch.Tensor
@@ -82,6 +84,7 @@ class Targets:
     scale: torch.Tensor
     image_hw: tuple[int, int]
     matches: PatchMatches | None = None
+    displacement: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def to(self, device: torch.device | str) -> Targets:
         """Copy with every tensor moved to ``device``."""

@@ -98,6 +98,26 @@ def test_matching_supervision_runs() -> None:
     assert 0.0 <= rows[-1]["match_acc"] <= 1.0
 
 
+def test_displacement_targets_are_the_shift_in_patches() -> None:
+    """--disp-weight: each patch's target is the pair's shift (view 2 -> view 1) or minus it (view 1 -> view 2), in
+    patches, exactly where the matching targets see the patch; a short run reports the read-out's error."""
+    from da3_core.train.displacement import displacement_targets
+
+    hw = (28, 70)
+    _, _, shift = probe.shifted_pairs(6, hw, 2, 5.0, torch.Generator().manual_seed(4), subpatch=True)
+    centres = probe.patch_centres((2, 5), probe.PATCH)
+    target, has = displacement_targets(*probe.shift_uv(shift, hw), centres, probe.PATCH)
+    m = probe.shift_matches(shift, hw)
+    assert torch.equal(has[:, 0], m.valid[:, 0, :, 1]) and torch.equal(has[:, 1], m.valid[:, 1, :, 0])
+    for b, s in enumerate(shift.tolist()):
+        torch.testing.assert_close(target[b, 1, has[b, 1], 0], torch.full((int(has[b, 1].sum()),), s))
+        torch.testing.assert_close(target[b, 0, has[b, 0], 0], torch.full((int(has[b, 0].sum()),), -s))
+    assert (target[..., 1] == 0).all()
+    rows = probe.main(["--steps", "2", "--eval-every", "2", "--size", "28", "42", "--threads", "1", "--max-shift", "1",
+                       "--subpatch", "--match-weight", "1", "--disp-weight", "1"])
+    assert 0.0 <= rows[-1]["disp_l1"] < 10 and "match_acc" in rows[-1]
+
+
 def test_predicted_yaw_ignores_quaternion_sign_and_norm() -> None:
     enc = torch.zeros(1, 2, 9)
     half = torch.deg2rad(torch.tensor(10.0)) / 2

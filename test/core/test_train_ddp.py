@@ -1,5 +1,6 @@
 """DDP and FSDP2 with 2 gloo processes: the averaged gradients equal single-process gradients on the concatenated
-batch; an FSDP2 checkpoint state dict is the full, unsharded one."""
+batch (DDP with the displacement read-out beside the network); an FSDP2 checkpoint state dict is the full, unsharded
+one."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from da3_core.train.losses import StudentLossConfig
 
 VIEWS, HW = 3, (42, 56)
 LOSS = {"loss_cfg": StudentLossConfig(match_weight=1.0), "match_layers": (3,)}  # the matching loss included
+# DDP also trains the displacement loss's read-out (da3_core.train.displacement; FSDP2 refuses it)
+LOSS_DISP = {"loss_cfg": StudentLossConfig(match_weight=1.0, disp_weight=1.0), "match_layers": (3,)}
 
 
 def _batch() -> dict[str, torch.Tensor]:
@@ -29,14 +32,21 @@ def _batch() -> dict[str, torch.Tensor]:
     return batch
 
 
-def _model() -> torch.nn.Module:
+def _model(disp: bool = False) -> torch.nn.Module:
+    """The tiny network; ``disp``: wrapped with a displacement read-out whose (seeded, non-zero) projection sends
+    the displacement loss's gradient into the backbone."""
     from da3_core.registry import build_network
+    from da3_core.train.displacement import DisplacementReadout, WithDisplacementReadout
     from da3_core.train.loop import init_weights
 
     torch.manual_seed(0)
     net = build_network("da3-tiny")
     init_weights(net)
-    return net
+    if not disp:
+        return net
+    readout = DisplacementReadout(192, 1)
+    torch.nn.init.normal_(readout.proj[0].weight, std=0.05)
+    return WithDisplacementReadout(net, readout)
 
 
 def _grads(net: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -52,7 +62,7 @@ def _worker(rank: int, world: int, port: int, batch: dict[str, torch.Tensor], ou
                       MASTER_PORT=str(port))
     info = setup_distributed("cpu")
     assert info.ddp and info.world_size == world and info.rank == rank
-    model = wrap_model(_model(), info, fsdp=fsdp)
+    model = wrap_model(_model(disp=not fsdp), info, fsdp=fsdp)
     if fsdp:  # the checkpoint writer's state dict (a collective: every rank calls it; rank 0 gets it)
         from da3_core.train.checkpoint import model_state_dict
 
@@ -61,7 +71,7 @@ def _worker(rank: int, world: int, port: int, batch: dict[str, torch.Tensor], ou
             out["state"] = state
     per = batch["images"].shape[0] // world
     mine = {k: v[rank * per:(rank + 1) * per] for k, v in batch.items()}
-    loss, _ = forward_loss(model, mine, **LOSS)
+    loss, _ = forward_loss(model, mine, **(LOSS if fsdp else LOSS_DISP))
     loss.backward()
     out[rank] = _grads(unwrap_model(model))
     torch.distributed.destroy_process_group()
@@ -82,11 +92,13 @@ def test_ddp_gradients_match_single_process(fsdp: bool) -> None:
     its heads to float32, so a float64 comparison is not possible."""
     torch.set_num_threads(1)
     batch = _batch()
-    net = _model()
+    net = _model(disp=not fsdp)
     assert DistInfo().is_master and not DistInfo().ddp
-    loss, _ = forward_loss(net, batch, **LOSS)
+    loss, parts = forward_loss(net, batch, **(LOSS if fsdp else LOSS_DISP))
     loss.backward()
     ref = _grads(net)
+    if not fsdp:  # the read-out and the supervised block's parameters get gradients from the displacement loss
+        assert parts["disp"] > 0 and ref["readout.proj.0.weight"].abs().sum() > 0
 
     with mp.Manager() as manager:
         out = manager.dict()

@@ -20,7 +20,7 @@ STEPS = 18
 ARGS = ["--variant=da3-tiny", "--resolutions=[[42,56]]", "--views=[2,3]", "--token_budget=72", "--budget_tol=0.5",
         "--num_workers=0", "--threads=1", "--eval_interval=0", "--log_interval=1", "--ckpt_interval=3",
         f"--max_steps={STEPS}", "--warmup_steps=4", "--progress=false", "--keep_last=2", "--pose_cond_prob=0.3",
-        "--data_echo=3"]  # with the default matching loss and data echoing
+        "--data_echo=3", "--disp_weight=0.5"]  # with the default matching loss, the displacement loss and data echoing
 
 
 def _cmd(out: Path, resume: bool = False) -> list[str]:
@@ -39,6 +39,10 @@ def _losses(out: Path) -> dict[int, float]:
 
 def _final_model(out: Path) -> dict[str, torch.Tensor]:
     return torch.load(out / f"ckpt_{STEPS:08d}.pt", map_location="cpu", weights_only=False)["model"]
+
+
+def _final_readout(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / f"ckpt_{STEPS:08d}.pt", map_location="cpu", weights_only=False)["extra"]["disp_readout"]
 
 
 @pytest.mark.slow
@@ -63,5 +67,7 @@ def test_kill_and_resume_continues_the_same_curve(tmp_path: Path) -> None:
     assert [a[s] for s in range(STEPS)] == [b[s] for s in range(STEPS)]
     ma, mb = _final_model(ref), _final_model(run)
     assert ma.keys() == mb.keys() and all(torch.equal(ma[k], mb[k]) for k in ma)
+    ra, rb = _final_readout(ref), _final_readout(run)  # the displacement read-out resumes exactly too
+    assert ra.keys() == rb.keys() and ra and all(torch.equal(ra[k], rb[k]) for k in ra)
     log = [json.loads(ln) for ln in (run / "train_log.jsonl").read_text().splitlines()]
     assert any(r.get("event") == "start" and r.get("resumed_from") for r in log)
