@@ -102,7 +102,7 @@ class TrainConfig:
     resolutions: tuple[tuple[int, int], ...] = ((84, 112), (84, 84), (70, 112), (98, 126), (70, 98), (112, 112),
                                                 (112, 168), (126, 168), (126, 126))
     views: tuple[int, int] = (2, 8)
-    camera_path: str = "auto"  # synthetic trajectory kind: auto (orbit|walk) | orbit | walk | pan | mixed (+ pan)
+    camera_path: str = "mixed"  # synthetic trajectory kind: auto (orbit|walk) | orbit | walk | pan | mixed (+ pan)
     path_frames: int = 12  # N: views = S consecutive frames of an N-frame camera path; 0: spread over the whole path
     token_budget: int = 1000
     budget_tol: float = 0.4
@@ -118,7 +118,7 @@ class TrainConfig:
     # optimisation
     max_steps: int = 5000
     max_minutes: float = 0.0  # > 0: also stop after this much wall time, the LR decay following elapsed time
-    lr: float = 8e-4  # peak (paper: 2e-4 at its batch size)
+    lr: float = 5e-4  # peak (paper: 2e-4 at its batch size)
     min_lr: float = 4e-5  # floor
     warmup_steps: int = 300
     decay: str = "cosine"  # cosine | linear
@@ -131,7 +131,8 @@ class TrainConfig:
     alpha_grad: float = 1.0
     beta_camera: float = 1.0
     dense_weight: float = 1.0  # L_D, L_M and L_P together (0: a camera + matching stage, the dense heads idle)
-    camera_rot_weight: float = 1.0  # weight of the quaternion part inside L_C (a few degrees are ~0.05 of it)
+    camera_rot_weight: float = 10.0  # weight of the quaternion part inside L_C (a few degrees are ~0.05 of it; 1 =
+    # the paper's plain sum)
     # matching supervision (not in the paper; da3_core.train.matching): cross-view attention taught by GT matches
     match_weight: float = 1.0  # 0 = off
     match_layers: tuple[int, ...] = ()  # global blocks whose attention is supervised; () = the first global block
@@ -141,7 +142,7 @@ class TrainConfig:
     match_into: str = "all_views"  # targets in every other view, or only in the reference view ("reference")
     # displacement supervision (not in the paper; da3_core.train.displacement): a training-only linear read-out of
     # the match_layers' patch tokens must give each patch's image motion into the reference view (0 = off)
-    disp_weight: float = 0.0
+    disp_weight: float = 1.0
     # teacher pseudo-labels (paper §4.2)
     teacher_ckpt: str = ""  # state dict of a da3_core.train.teacher.TeacherNetwork ('' = ground truth throughout)
     teacher_config: str = "tiny"  # tiny (tiny_teacher_config) | full (teacher_config)
