@@ -683,6 +683,8 @@ class Trainer:
             self.log({"event": "done", "step": self.step, **self.counters})
             if self._tb is not None:
                 self._tb.close()
+        if self.info.world_size > 1:  # ranks leave together: none tears down the group while another still exports
+            torch.distributed.barrier()
 
 
 def echo_view(batch: dict[str, torch.Tensor], rng: np.random.Generator, patch: int = 14) -> dict[str, torch.Tensor]:
