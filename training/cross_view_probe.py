@@ -40,7 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from da3_core.registry import build_network  # noqa: E402
 from da3_core.train.correspondence import PatchMatches, bilinear_patch_targets, patch_centres  # noqa: E402
-from da3_core.train.displacement import DisplacementReadout, displacement_loss, displacement_targets  # noqa: E402
+from da3_core.train.displacement import (  # noqa: E402
+    DisplacementReadout,
+    WithDisplacementReadout,
+    displacement_loss,
+    displacement_targets,
+)
 from da3_core.train.init import init_weights  # noqa: E402
 from da3_core.train.loop import load_init_weights  # noqa: E402
 from da3_core.train.losses import camera_loss  # noqa: E402
@@ -203,9 +208,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         tuple(i for i in range(vit.cfg.depth) if vit.is_global_block(i))[:1]
     match = args.match_weight > 0 and args.task == "shift"
     disp = args.disp_weight > 0 and args.task == "shift"
-    readout = DisplacementReadout(vit.cfg.embed_dim, len(layers)).to(dev) if disp else None
-    params = list(net.parameters()) + (list(readout.parameters()) if disp else [])
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    # with the displacement loss its read-out trains beside the network, as in the trainer (outputs gain match_disp)
+    model = WithDisplacementReadout(net, DisplacementReadout(vit.cfg.embed_dim, len(layers)).to(dev)) if disp else net
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     # constant LR, then a linear decay to 5 % over the last quarter: the shift is learned in a sudden transition
     # that an early decay delays (a cosine schedule over 1500 steps did not reach it), and the final steps settle
     # instead of jittering around the answer
@@ -235,9 +240,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
           f"constant guess: mean |yaw error| {const_err:.2f} deg; matching loss {how}")
     rows, t0 = [], time.time()
     for step in range(1, args.steps + 1):
-        net.train()
+        model.train()
         x, enc, shift = make_pairs(args.batch, hw, args.max_shift, args.deg_per_patch, train_gen)
-        out = net(x, ref_view_strategy="first", match_layers=layers if match or disp else (),
+        out = model(x, ref_view_strategy="first", match_layers=layers if match or disp else (),
                   match_heads=args.match_heads)
         loss, _ = camera_loss(out["pose_enc"], enc)
         if match:
@@ -246,23 +251,23 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
             loss = loss + args.match_weight * match_loss
         if disp:
             target, seen = displacement_targets(*shift_uv(shift, hw), centres, PATCH)
-            disp_loss, _ = displacement_loss(readout(out["match_x"]), target, seen)
+            disp_loss, _ = displacement_loss(out["match_disp"], target, seen)
             loss = loss + args.disp_weight * disp_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         if step % args.eval_every == 0 or step == args.steps:
-            net.eval()
+            model.eval()
             with torch.no_grad():
-                out = net(x_val, ref_view_strategy="first", match_layers=layers if match or disp else (),
+                out = model(x_val, ref_view_strategy="first", match_layers=layers if match or disp else (),
                           match_heads=args.match_heads)
                 yaw = predicted_yaw_deg(out["pose_enc"])
                 acc = matching_cross_entropy(out["match_q"], out["match_k"], shift_matches(s_val, hw),
                                              over=args.match_softmax)[1]["acc"] if match else None
                 if disp:  # held-out mean |displacement error| of the read-out
-                    disp_l1 = displacement_loss(readout(out["match_x"]),
+                    disp_l1 = displacement_loss(out["match_disp"],
                                                 *displacement_targets(*shift_uv(s_val, hw), centres, PATCH))[1]["l1"]
             err = (yaw - want).abs().mean().item()
             corr = float(np.corrcoef(yaw.cpu().numpy(), want.cpu().numpy())[0, 1]) if yaw.std() > 0 else 0.0
