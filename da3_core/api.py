@@ -44,8 +44,8 @@ from torch import nn
 
 from da3_core.backends import BACKENDS, wrap_network
 from da3_core.backends.split import is_nested
-from da3_core.geometry.rigid import as_4x4, camera_centers
-from da3_core.geometry.sim3 import align_input_poses_to_prediction
+from da3_core.geometry.rigid import as_4x4
+from da3_core.geometry.sim3 import align_input_poses_to_prediction, given_pose_scale
 from da3_core.preprocess import PATCH_SIZE, Preprocessed, ViewTransform, preprocess
 
 REF_VIEW_STRATEGIES = ("first", "middle", "saddle_balanced", "saddle_sim_range")
@@ -533,10 +533,8 @@ class DA3:
                 else:
                     ext = aligned
             elif ext is not None and n == 2:  # beyond the official (evo fails on 2 views): baseline ratio
-                base_pred = np.linalg.norm(np.diff(camera_centers(ext), axis=0))
-                base_in = np.linalg.norm(np.diff(camera_centers(input_w2c), axis=0))
-                if align_scale and base_pred > 1e-9 and base_in > 1e-9:
-                    s = base_pred / base_in
+                s = given_pose_scale(ext, input_w2c)
+                if align_scale and s is not None:
                     ext = input_w2c
                     depth = (depth / np.float32(s)).astype(np.float32)
                     scale_factor = 1.0 / s

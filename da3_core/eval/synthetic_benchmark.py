@@ -23,6 +23,11 @@ Scores of one prediction set (all items pooled):
   normalised to [0, 1] (the VGGT / DA3 "AUC@30" protocol). A translation of (near) zero length has no direction:
   its error is 180 degrees (the identity-pose baseline therefore scores 0 translation accuracy).
 
+Pose-conditioned (:func:`evaluate_conditioned`): the same items with their true cameras given, as the node gives
+odometry; depth put into the given cameras' metres by the API's scale and scored without median scaling (metric
+AbsRel / delta1), with ``scale_err``, the factor by which that scale misses. A network whose conditioned camera head
+does not reproduce the given cameras' spread gets a wrong metric scale here, whatever its relative depth.
+
 Baselines: ``constant_depth`` (every pixel the same depth), ``identity_poses`` (all cameras at the origin, no
 rotation), and ``untrained`` (the same architecture with the trainer's from-scratch initialisation).
 """
@@ -35,11 +40,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from da3_core.eval.depth_metrics import depth_scores
+from da3_core.eval.depth_metrics import AlignMode, depth_scores
 from da3_core.eval.pose_metrics import relative_pose_errors
+from da3_core.geometry.rigid import as_4x4
 
 __all__ = ["PROTOCOLS", "heldout_keys", "pose_auc", "score_predictions", "evaluate_network",
-           "baseline_scores", "benchmark_table"]
+           "evaluate_conditioned", "baseline_scores", "benchmark_table", "CONDITIONED_COLUMNS"]
 
 EVAL_HW: tuple[tuple[int, int], ...] = ((126, 168), (126, 126), (112, 168))
 EVAL_VIEWS = (2, 6)
@@ -68,11 +74,12 @@ def pose_auc(errors_deg: np.ndarray, max_deg: float = 30.0, steps: int = 301) ->
     return float(np.trapezoid(acc, thr) / max_deg)
 
 
-def score_predictions(items: Sequence[dict[str, np.ndarray]]) -> dict[str, float]:
-    """Pooled scores of ``items``: dicts with ``depth``/``gt_depth`` (S, H, W) and ``w2c``/``gt_w2c`` (S, 4, 4)."""
+def score_predictions(items: Sequence[dict[str, np.ndarray]], align: AlignMode = "median") -> dict[str, float]:
+    """Pooled scores of ``items``: dicts with ``depth``/``gt_depth`` (S, H, W) and ``w2c``/``gt_w2c`` (S, 4, 4);
+    ``align``: the depth alignment per item ("median" for relative depth, "none" for metric)."""
     absrel, d1, errs, rots, trans = [], [], [], [], []
     for it in items:
-        ds = depth_scores(it["depth"], it["gt_depth"], "median")
+        ds = depth_scores(it["depth"], it["gt_depth"], align)
         absrel.append(ds.abs_rel)
         d1.append(ds.delta1)
         pe = relative_pose_errors(it["w2c"], it["gt_w2c"], symmetric=False)
@@ -121,6 +128,42 @@ def evaluate_network(net: nn.Module, keys: Sequence[tuple[int, int, int, int]], 
     return score_predictions(preds)
 
 
+@torch.no_grad()
+def evaluate_conditioned(net: nn.Module, keys: Sequence[tuple[int, int, int, int]], seed: int = 10_000,
+                         device: torch.device | str = "cpu", ref_view_strategy: str = "saddle_balanced",
+                         path_frames: int = 0) -> dict[str, float]:
+    """Scores of a pose-conditioned network: the ground-truth cameras given, as the node gives odometry.
+
+    Each item goes in with its true cameras (normalised as the API does) and intrinsics; its depth is put into the
+    given cameras' metres by the API's scale (:func:`da3_core.geometry.sim3.given_pose_scale`, the Umeyama of the
+    given onto the predicted camera centres) -- so the depth scores are metric, without median scaling, and measure
+    what the node's odometry-conditioned windows get. ``scale_err``: the median over items of the factor
+    ``exp(|log(median(depth / gt))|)`` by which that scale misses (1 = exact); ``rot_err_median`` /
+    ``trans_err_median``: how far the predicted cameras are from the given ones (relative rotation, translation
+    direction).
+    """
+    from da3_core.api import normalize_input_extrinsics
+    from da3_core.geometry.sim3 import given_pose_scale
+
+    net.eval()
+    preds, factors = [], []
+    for item in heldout_items(keys, seed, path_frames):
+        gt_w2c = item["w2c"].double()
+        ex = normalize_input_extrinsics(gt_w2c[None]).float().to(device)
+        out = net(item["images"][None].to(device), extrinsics=ex, intrinsics=item["K"][None].float().to(device),
+                  ref_view_strategy=ref_view_strategy)
+        w2c = as_4x4(out["extrinsics"][0].double().cpu().numpy())
+        s = given_pose_scale(w2c, gt_w2c.numpy())
+        depth = out["depth"][0].double().cpu().numpy() / (s if s else float("nan"))
+        gt = item["depth"].double().numpy()
+        ok = np.isfinite(gt) & (gt > 0) & np.isfinite(depth) & (depth > 0)
+        factors.append(float(np.exp(abs(np.log(np.median(depth[ok] / gt[ok]))))) if ok.any() else float("inf"))
+        preds.append({"depth": depth, "gt_depth": gt, "w2c": w2c, "gt_w2c": gt_w2c.numpy()})
+    sc = score_predictions(preds, align="none")
+    return {"abs_rel": sc["abs_rel"], "delta1": sc["delta1"], "scale_err": float(np.median(factors)),
+            "rot_err_median": sc["rot_err_median"], "trans_err_median": sc["trans_err_median"]}
+
+
 def baseline_scores(keys: Sequence[tuple[int, int, int, int]], seed: int = 10_000,
                     path_frames: int = 0) -> dict[str, dict[str, float]]:
     """Constant depth + identity poses (the depth baseline's poses and the pose baseline's depth are the same
@@ -136,9 +179,12 @@ def baseline_scores(keys: Sequence[tuple[int, int, int, int]], seed: int = 10_00
                                "trans_err_median": s["trans_err_median"]}}
 
 
-def benchmark_table(rows: dict[str, dict[str, float]]) -> str:
+BENCHMARK_COLUMNS = ("abs_rel", "delta1", "pose_auc30", "rot_err_median", "trans_err_median")
+CONDITIONED_COLUMNS = ("abs_rel", "delta1", "scale_err", "rot_err_median", "trans_err_median")
+
+
+def benchmark_table(rows: dict[str, dict[str, float]], cols: Sequence[str] = BENCHMARK_COLUMNS) -> str:
     """Plain-text table of score rows (missing entries shown as '-')."""
-    cols = ["abs_rel", "delta1", "pose_auc30", "rot_err_median", "trans_err_median"]
     head = f"{'model':<22}" + "".join(f"{c:>18}" for c in cols)
     lines = [head, "-" * len(head)]
     for name, sc in rows.items():

@@ -18,6 +18,7 @@ from da3_core.geometry.rigid import camera_centers, invert_rigid
 __all__ = [
     "umeyama_sim3",
     "ransac_umeyama_sim3",
+    "given_pose_scale",
     "apply_sim3_to_points",
     "apply_sim3_to_c2w",
     "camera_centers",
@@ -135,6 +136,25 @@ def ransac_umeyama_sim3(src: np.ndarray, dst: np.ndarray, sample_size: int | Non
         except ValueError:
             pass
     return best[0], best[1], best[2], best_mask
+
+
+def given_pose_scale(pred_w2c: np.ndarray, input_w2c: np.ndarray) -> float | None:
+    """Network units per given unit: the ``s`` the API divides depth by when it returns the given poses.
+
+    ``pred_w2c`` / ``input_w2c``: (N, 3|4, 4) predicted (network frame and scale) and given (user frame and scale)
+    world-to-camera. N >= 3: the official Umeyama (RANSAC for N >= 10) of :func:`align_input_poses_to_prediction`;
+    N == 2: the ratio of the two baselines (beyond the official, whose alignment fails on two views). None where it
+    is undefined: one view, or a two-view baseline of (near) zero length.
+    """
+    n = len(input_w2c)
+    if n >= 3:
+        return float(align_input_poses_to_prediction(pred_w2c, input_w2c)[0])
+    if n == 2:
+        base_pred = float(np.linalg.norm(np.diff(camera_centers(pred_w2c), axis=0)))
+        base_in = float(np.linalg.norm(np.diff(camera_centers(input_w2c), axis=0)))
+        if base_pred > 1e-9 and base_in > 1e-9:
+            return base_pred / base_in
+    return None
 
 
 def align_input_poses_to_prediction(pred_w2c: np.ndarray, input_w2c: np.ndarray, ransac: bool | None = None,

@@ -9,6 +9,7 @@ from support.golden import load_npz
 from da3_core.geometry.sim3 import (
     align_input_poses_to_prediction,
     camera_centers,
+    given_pose_scale,
     ransac_umeyama_sim3,
     umeyama_sim3,
 )
@@ -119,6 +120,22 @@ def test_pose_alignment_closed_form():
     np.testing.assert_allclose(R, Rg.T, atol=1e-12)
     np.testing.assert_allclose(aligned, pred, atol=1e-12)
     np.testing.assert_allclose(camera_centers(pred[:, :3]), pred_c, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [2, 3, 6])
+def test_given_pose_scale_is_network_units_per_given_unit(n):
+    """Given poses = a known Sim(3) of the predicted ones (scale sg): the API divides depth by 1 / sg, for two views
+    (baseline ratio) as for more (Umeyama); one view or a zero baseline has no scale."""
+    rng = np.random.default_rng(10 + n)
+    Rs = [random_rotation(rng) for _ in range(n)]
+    cs = rng.normal(size=(n, 3))
+    pred = np.stack([_w2c_from_c2w(R, c) for R, c in zip(Rs, cs)])
+    Rg, sg, tg = random_rotation(rng), 2.5, np.array([-1.0, 0.5, 4.0])
+    inp = np.stack([_w2c_from_c2w(Rg @ R, sg * Rg @ c + tg) for R, c in zip(Rs, cs)])
+    assert given_pose_scale(pred, inp) == pytest.approx(1 / sg, rel=1e-9)
+    assert given_pose_scale(pred[:1], inp[:1]) is None
+    if n == 2:
+        assert given_pose_scale(pred, np.stack([inp[0], inp[0]])) is None
 
 
 def test_pose_alignment_ransac_rule_for_ten_views():

@@ -1,0 +1,55 @@
+"""The pose-conditioned held-out scores (training/evaluate.py) against closed-form answers.
+
+A stand-in network answers each held-out item with its ground truth in a network frame and scale of its own (depth
+times ``a``, cameras moved by a rigid transform and their translations times ``a * k``). The API's scale then
+puts depth into the given cameras' metres exactly when ``k == 1`` (the camera head reproduces the given cameras'
+spread); with ``k == 0.5`` the cameras are half as far apart as the depth says, so the metric depth comes out twice
+the truth: AbsRel 1, delta1 0, scale error 2, whatever the relative depth.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from da3_core.eval.synthetic_benchmark import evaluate_conditioned, heldout_items, heldout_keys
+
+KEYS = heldout_keys(4, seed=10_000, resolutions=((42, 56),), views=(2, 4))
+
+
+class GroundTruthInOwnFrame(nn.Module):
+    """Returns the items' ground truth in order: depth x ``a``, cameras in another frame with translations x a*k."""
+
+    def __init__(self, items: list[dict[str, torch.Tensor]], a: float, k: float, rng: np.random.Generator):
+        super().__init__()
+        self.items, self.a, self.k, self.calls = items, a, k, []
+        q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        self.G = np.eye(4)
+        self.G[:3, :3] = q * np.sign(np.linalg.det(q))
+        self.G[:3, 3] = rng.normal(size=3)
+
+    def forward(self, images: torch.Tensor, extrinsics: torch.Tensor | None = None,
+                intrinsics: torch.Tensor | None = None, **_: object) -> dict[str, torch.Tensor]:
+        item = self.items[len(self.calls)]
+        self.calls.append((extrinsics, intrinsics))
+        w2c = item["w2c"].double().numpy() @ self.G  # the same cameras in another world frame
+        w2c[:, :3, 3] *= self.a * self.k
+        depth = item["depth"].double() * self.a
+        return {"depth": depth[None], "extrinsics": torch.from_numpy(w2c[:, :3])[None]}
+
+
+@pytest.mark.parametrize("k", [1.0, 0.5])
+def test_conditioned_scores_measure_the_api_scale(k: float) -> None:
+    items = heldout_items(KEYS, 10_000)
+    assert {len(it["w2c"]) for it in items} >= {2, 3}  # both scale paths: baseline ratio and Umeyama
+    net = GroundTruthInOwnFrame(items, a=0.37, k=k, rng=np.random.default_rng(0))
+    sc = evaluate_conditioned(net, KEYS, seed=10_000)
+    assert len(net.calls) == len(KEYS)
+    assert all(ex is not None and K is not None for ex, K in net.calls)  # the network was conditioned
+    assert sc["rot_err_median"] == pytest.approx(0.0, abs=1e-3)
+    assert sc["trans_err_median"] == pytest.approx(0.0, abs=1e-3)
+    assert sc["scale_err"] == pytest.approx(1.0 / k, rel=1e-6)
+    assert sc["abs_rel"] == pytest.approx(1.0 / k - 1.0, abs=1e-6)
+    assert sc["delta1"] == (1.0 if k == 1.0 else 0.0)
