@@ -609,11 +609,16 @@ class Trainer:
                                extra={"disp_readout": self.readout.state_dict()} if self.readout is not None else None)
 
     def evaluate(self) -> dict[str, float]:
-        from da3_core.eval.synthetic_benchmark import evaluate_network, heldout_keys
+        """Held-out scores (training/evaluate.py's headline protocol), un-posed and, under ``cond/``, with the true
+        cameras given (metric depth through the API's scale: what odometry-conditioned windows get)."""
+        from da3_core.eval.synthetic_benchmark import evaluate_conditioned, evaluate_network, heldout_keys
 
         keys = heldout_keys(self.cfg.eval_samples, seed=self.cfg.eval_seed)
         scores = evaluate_network(self.net, keys, seed=self.cfg.eval_seed, device=self.device,
                                   path_frames=self.cfg.eval_path_frames)
+        cond = evaluate_conditioned(self.net, keys, seed=self.cfg.eval_seed, device=self.device,
+                                    path_frames=self.cfg.eval_path_frames)
+        scores.update({f"cond/{k}": v for k, v in cond.items()})
         self.net.train()
         return scores
 
