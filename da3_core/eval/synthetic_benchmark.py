@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from da3_core.eval.depth_metrics import AlignMode, depth_scores
+from da3_core.eval.depth_metrics import AlignMode, depth_scores, valid_depth_mask
 from da3_core.eval.pose_metrics import relative_pose_errors
 from da3_core.geometry.rigid import as_4x4
 
@@ -156,7 +156,7 @@ def evaluate_conditioned(net: nn.Module, keys: Sequence[tuple[int, int, int, int
         s = given_pose_scale(w2c, gt_w2c.numpy())
         depth = out["depth"][0].double().cpu().numpy() / (s if s else float("nan"))
         gt = item["depth"].double().numpy()
-        ok = np.isfinite(gt) & (gt > 0) & np.isfinite(depth) & (depth > 0)
+        ok = valid_depth_mask(gt, depth)
         factors.append(float(np.exp(abs(np.log(np.median(depth[ok] / gt[ok]))))) if ok.any() else float("inf"))
         preds.append({"depth": depth, "gt_depth": gt, "w2c": w2c, "gt_w2c": gt_w2c.numpy()})
     sc = score_predictions(preds, align="none")

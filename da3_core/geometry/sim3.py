@@ -147,6 +147,8 @@ def given_pose_scale(pred_w2c: np.ndarray, input_w2c: np.ndarray) -> float | Non
     is undefined: one view, or a two-view baseline of (near) zero length.
     """
     n = len(input_w2c)
+    if len(pred_w2c) != n:
+        raise ValueError(f"given_pose_scale: {len(pred_w2c)} predicted vs {n} given poses")
     if n >= 3:
         return float(align_input_poses_to_prediction(pred_w2c, input_w2c)[0])
     if n == 2:

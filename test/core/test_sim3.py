@@ -134,6 +134,8 @@ def test_given_pose_scale_is_network_units_per_given_unit(n):
     inp = np.stack([_w2c_from_c2w(Rg @ R, sg * Rg @ c + tg) for R, c in zip(Rs, cs)])
     assert given_pose_scale(pred, inp) == pytest.approx(1 / sg, rel=1e-9)
     assert given_pose_scale(pred[:1], inp[:1]) is None
+    with pytest.raises(ValueError, match="predicted vs"):
+        given_pose_scale(pred[:1], inp)
     if n == 2:
         assert given_pose_scale(pred, np.stack([inp[0], inp[0]])) is None
 
