@@ -35,6 +35,7 @@ __all__ = [
     "intrinsics_inverse",
     "patch_centres",
     "project_patch_centres",
+    "project_patch_directions",
     "bilinear_patch_targets",
     "patch_matches",
     "patch_correspondences",
@@ -127,6 +128,32 @@ def project_patch_centres(depth: torch.Tensor, w2c: torch.Tensor, K: torch.Tenso
     not_self = ~torch.eye(S, dtype=torch.bool, device=depth.device)[None, :, None, :]
     valid = ok[..., None] & front & inside & visible & not_self
     return uv, valid
+
+
+def project_patch_directions(w2c: torch.Tensor, K: torch.Tensor, grid_hw: tuple[int, int],
+                             patch_size: int = 14) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image coordinates in every view of the point at infinity on each patch centre's ray: where the patch would go
+    under the rotation alone (the infinite homography ``K_i R_ij K_j^-1``), so that ``uv - uv_inf`` of
+    :func:`project_patch_centres` is the parallax, the part of the motion that the translation causes.
+
+    Args:
+        w2c: (B, S, 3|4, 4) OpenCV world-to-camera; K: (B, S, 3, 3) intrinsics; grid_hw: the (h, w) patch grid.
+
+    Returns:
+        uv_inf (B, S_j, N, S_i, 2) and ``ahead`` (B, S_j, N, S_i) bool: the direction points in front of camera i
+        (elsewhere uv_inf is meaningless). No depth is needed.
+    """
+    dt = torch.float64 if w2c.dtype == torch.float64 else torch.float32
+    T, K = to_homogeneous(w2c.to(dt)), K.to(dt)
+    centres = patch_centres(grid_hw, patch_size, w2c.device, dt)
+    pix = torch.cat((centres, torch.ones_like(centres[:, :1])), -1)
+    rays = pix @ intrinsics_inverse(K).mT  # (B, S, N, 3)
+    rel = T[:, None] @ invert_extrinsics(T)[:, :, None]  # (B, S_j, S_i, 4, 4): camera j -> camera i
+    d_i = torch.einsum("zjixy,zjny->zjnix", rel[..., :3, :3], rays)  # (B, S_j, N, S_i, 3)
+    z = d_i[..., 2]
+    x = torch.einsum("zixy,zjniy->zjnix", K, d_i)
+    ahead = z > 1e-9
+    return x[..., :2] / torch.where(ahead, z, torch.ones_like(z))[..., None], ahead
 
 
 def bilinear_patch_targets(uv: torch.Tensor, valid: torch.Tensor, grid_hw: tuple[int, int],

@@ -22,14 +22,17 @@ __all__ = ["DisplacementReadout", "WithDisplacementReadout", "displacement_loss"
 
 
 class DisplacementReadout(nn.Module):
-    """(B, S, N, L, C) patch tokens of L supervised blocks -> (B, S, N, L, 2) displacements (patches, x then y).
+    """(B, S, N, L, C) patch tokens of L supervised blocks -> (B, S, N, L, out) displacements (patches, x then y;
+    ``out`` 4: then the parallax's x and y, see :func:`displacement_targets`).
 
     One LayerNorm + linear map per block (the tokens are the un-normalised residual stream)."""
 
-    def __init__(self, dim: int, layers: int = 1) -> None:
+    def __init__(self, dim: int, layers: int = 1, out: int = 2) -> None:
         super().__init__()
+        if out not in (2, 4):
+            raise ValueError(f"out must be 2 (displacement) or 4 (displacement and parallax), got {out}")
         self.norm = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
-        self.proj = nn.ModuleList(nn.Linear(dim, 2) for _ in range(layers))
+        self.proj = nn.ModuleList(nn.Linear(dim, out) for _ in range(layers))
         for proj in self.proj:
             nn.init.zeros_(proj.weight)
             nn.init.zeros_(proj.bias)
@@ -42,7 +45,9 @@ class DisplacementReadout(nn.Module):
 
 
 def displacement_targets(uv: torch.Tensor, valid: torch.Tensor, centres: torch.Tensor, patch_size: int,
-                         into: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                         into: torch.Tensor | None = None,
+                         at_infinity: tuple[torch.Tensor, torch.Tensor] | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per patch of view j, the displacement (in patches) to where one other view i sees its point.
 
     Args:
@@ -52,11 +57,15 @@ def displacement_targets(uv: torch.Tensor, valid: torch.Tensor, centres: torch.T
         centres: (N, 2) patch centres (:func:`da3_core.train.correspondence.patch_centres`).
         into: (B,) long, the view to prefer per sample (the reference view the network expresses its cameras in),
             or None for view 0.
+        at_infinity: (uv_inf (B, S_j, N, S_i, 2), ahead (B, S_j, N, S_i)) from
+            :func:`da3_core.train.correspondence.project_patch_directions`: adds the parallax, the displacement
+            minus the one the rotation alone gives (``uv - uv_inf``, in patches), as two more target channels;
+            a patch then counts only where its ray's direction is also ahead of the chosen view.
 
     Returns:
-        target (B, S_j, N, 2) and its validity (B, S_j, N): for each patch, the displacement into view ``into``
-        when that view sees the point, else into the first other view that does (so the reference view's own
-        patches point at their first neighbour), as a two-view pair gives it.
+        target (B, S_j, N, 2), or (B, S_j, N, 4) with the parallax, and its validity (B, S_j, N): for each patch,
+        the displacement into view ``into`` when that view sees the point, else into the first other view that
+        does (so the reference view's own patches point at their first neighbour), as a two-view pair gives it.
     """
     B, S = uv.shape[:2]
     others = ~torch.eye(S, dtype=torch.bool, device=uv.device)[None, :, None, :]
@@ -69,27 +78,41 @@ def displacement_targets(uv: torch.Tensor, valid: torch.Tensor, centres: torch.T
     # score 2 for the preferred view, 1 for any other seeing view: argmax picks the preferred, else the first
     score = seen.to(torch.uint8) * (1 + preferred[:, None, None, :].to(torch.uint8))
     pick = score.argmax(-1)[..., None, None].expand(B, S, uv.shape[2], 1, 2)
-    target = (uv.gather(-2, pick).squeeze(-2) - centres.to(uv.dtype)) / patch_size
+    at = uv.gather(-2, pick).squeeze(-2)
+    target = (at - centres.to(uv.dtype)) / patch_size
     has = seen.any(-1)
+    if at_infinity is not None:
+        uv_inf, ahead = at_infinity
+        target = torch.cat((target, (at - uv_inf.to(uv.dtype).gather(-2, pick).squeeze(-2)) / patch_size), -1)
+        has = has & ahead.gather(-1, pick[..., 0]).squeeze(-1)
     return torch.where(has[..., None], target, torch.zeros((), dtype=target.dtype, device=target.device)), has
 
 
 def displacement_loss(pred: torch.Tensor, target: torch.Tensor,
                       valid: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Smooth-L1 (beta 1 patch, summed over x and y) between predicted (B, S, N, L, 2) and target (B, S, N, 2)
-    displacements: per sample the mean over its valid patches and the L blocks, then the mean over samples (a sample
-    with none counts 0), so data-parallel ranks with equal batch sizes average to the single-process loss. Parts:
-    ``loss`` and ``l1`` (mean absolute error per coordinate over all valid patches, in patches), detached."""
+    """Smooth-L1 (beta 1 patch, summed over the channels: x and y, and the parallax's x and y where given) between
+    predicted (B, S, N, L, C) and target (B, S, N, C) displacements: per sample the mean over its valid patches and
+    the L blocks, then the mean over samples (a sample with none counts 0), so data-parallel ranks with equal batch
+    sizes average to the single-process loss. Parts: ``loss`` and ``l1`` (mean absolute error per coordinate of the
+    displacement over all valid patches, in patches), plus ``parallax_l1`` (the same for the parallax) when C = 4;
+    all detached."""
+    if pred.shape[-1] != target.shape[-1]:
+        raise ValueError(f"the read-out gives {pred.shape[-1]} channels but the targets have {target.shape[-1]}: "
+                         "build both with or both without the parallax")
     err = F.smooth_l1_loss(pred.float(), target[:, :, :, None].float().expand_as(pred), reduction="none")
-    mask = valid[..., None, None].expand_as(err)  # (B, S, N, L, 2)
+    mask = valid[..., None, None].expand_as(err)  # (B, S, N, L, C)
     zero = torch.zeros((), device=err.device)
     err = torch.where(mask, err, zero)
     per_sample = err.sum(-1).flatten(1).sum(1) / (mask[..., 0].flatten(1).sum(1).clamp_min(1))
     loss = per_sample.mean()
+    parts = {"loss": loss.detach()}
     with torch.no_grad():
-        l1 = torch.where(mask, (pred.float() - target[:, :, :, None].float()).abs(), zero).sum() / \
-            mask.sum().clamp_min(1)
-    return loss, {"loss": loss.detach(), "l1": l1}
+        absdiff = torch.where(mask, (pred.float() - target[:, :, :, None].float()).abs(), zero)
+        count = mask[..., :2].sum().clamp_min(1)
+        parts["l1"] = absdiff[..., :2].sum() / count
+        if pred.shape[-1] == 4:
+            parts["parallax_l1"] = absdiff[..., 2:].sum() / count
+    return loss, parts
 
 
 class WithDisplacementReadout(nn.Module):
@@ -97,7 +120,7 @@ class WithDisplacementReadout(nn.Module):
     network's own state dict, saved and exported as usual, stays in the official layout.
 
     Called like the network; when that returns ``match_x`` (it was called with ``match_layers``) the output also
-    holds ``match_disp`` (B, S, N, L, 2), the read-out's displacements."""
+    holds ``match_disp`` (B, S, N, L, 2 or 4), the read-out's displacements."""
 
     def __init__(self, net: nn.Module, readout: DisplacementReadout) -> None:
         super().__init__()

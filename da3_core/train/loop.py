@@ -61,6 +61,7 @@ from da3_core.train.correspondence import (
     patch_centres,
     patch_matches,
     project_patch_centres,
+    project_patch_directions,
 )
 from da3_core.train.data import SyntheticSceneDataset
 from da3_core.train.displacement import DisplacementReadout, WithDisplacementReadout, displacement_targets
@@ -143,6 +144,9 @@ class TrainConfig:
     # displacement supervision (not in the paper; da3_core.train.displacement): a training-only linear read-out of
     # the match_layers' patch tokens must give each patch's image motion into the reference view (0 = off)
     disp_weight: float = 1.0
+    # the read-out also gives each patch's parallax (its motion minus the rotation's), the part that carries the
+    # translation and the baseline-to-depth ratio (da3_core.train.displacement.displacement_targets)
+    disp_parallax: bool = False
     # teacher pseudo-labels (paper §4.2)
     teacher_ckpt: str = ""  # state dict of a da3_core.train.teacher.TeacherNetwork ('' = ground truth throughout)
     teacher_config: str = "tiny"  # tiny (tiny_teacher_config) | full (teacher_config)
@@ -276,7 +280,8 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], *, pose_cond:
                  loss_cfg: StudentLossConfig | None = None, ref_view_strategy: str = "saddle_balanced",
                  depth_target: torch.Tensor | None = None, match_layers: tuple[int, ...] = (),
                  match_heads: int = 1, match_occlusion_tol: float = DEFAULT_OCCLUSION_TOL,
-                 match_into: str = "all_views") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 match_into: str = "all_views",
+                 disp_parallax: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Forward ``batch`` through ``model`` and return the student loss (paper §3.3) and its detached parts.
 
     Args:
@@ -288,6 +293,7 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], *, pose_cond:
             the correspondences always come from the ground-truth depth and cameras).
         match_into: ``"all_views"`` (targets in every other view that sees the point) or ``"reference"`` (only in
             the reference view the network chose: the one its cameras and rays are expressed in).
+        disp_parallax: the displacement targets also hold the parallax (the read-out must give 4 channels).
     """
     cfg = loss_cfg or StudentLossConfig()
     x, w2c, K = batch["images"], batch["w2c"], batch["K"]
@@ -315,8 +321,9 @@ def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], *, pose_cond:
                 raise ValueError(f"match_into must be one of {MATCH_INTO}, got {match_into!r}")
         if cfg.disp_weight:
             grid = (x.shape[-2] // PATCH_SIZE, x.shape[-1] // PATCH_SIZE)
+            at_inf = project_patch_directions(w2c, K, grid, PATCH_SIZE) if disp_parallax else None
             targets.displacement = displacement_targets(uv, seen, patch_centres(grid, PATCH_SIZE, x.device),
-                                                        PATCH_SIZE, out.get("ref_index"))
+                                                        PATCH_SIZE, out.get("ref_index"), at_inf)
         return student_loss(out, targets, cfg)
 
 
@@ -381,7 +388,8 @@ class Trainer:
             if cfg.fsdp:
                 raise ValueError("disp_weight > 0 trains a read-out beside the network, which the FSDP2 path does not "
                                  "shard; train it with DDP (fsdp: false) or set disp_weight 0")
-            self.readout = DisplacementReadout(net.backbone.pretrained.cfg.embed_dim, len(self.match_layers))
+            self.readout = DisplacementReadout(net.backbone.pretrained.cfg.embed_dim, len(self.match_layers),
+                                               out=4 if cfg.disp_parallax else 2)
             trained = WithDisplacementReadout(self.net, self.readout.to(self.device))
         self.trained = trained  # every trained parameter: the network, then the read-out
         self.model = wrap_model(trained, self.info, fsdp=cfg.fsdp)
@@ -438,6 +446,10 @@ class Trainer:
                 if saved is None:
                     raise ValueError(f"{ckpt_path} was trained without the displacement read-out (disp_weight 0); "
                                      "start a new run from its weights with init_from instead of resuming it")
+                if saved["proj.0.weight"].shape != self.readout.proj[0].weight.shape:
+                    raise ValueError(f"{ckpt_path} has a displacement read-out of {saved['proj.0.weight'].shape[0]} "
+                                     f"channels, this config {self.readout.proj[0].weight.shape[0]}: resume with the "
+                                     "disp_parallax it was started with")
                 self.readout.load_state_dict(saved)
             self.step = ckpt["data"]["step"]
             self.elapsed_before = float(ckpt["data"].get("elapsed_s", 0.0))
@@ -529,7 +541,8 @@ class Trainer:
             loss, parts = forward_loss(self.model, batch, pose_cond=cond, loss_cfg=self.loss_cfg,
                                        ref_view_strategy=cfg.ref_view_strategy, depth_target=target,
                                        match_layers=self.match_layers, match_heads=cfg.match_heads,
-                                       match_occlusion_tol=cfg.match_occlusion_tol, match_into=cfg.match_into)
+                                       match_occlusion_tol=cfg.match_occlusion_tol, match_into=cfg.match_into,
+                                       disp_parallax=cfg.disp_parallax)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trained.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else
@@ -552,7 +565,7 @@ class Trainer:
                "B": int(x.shape[0]) * self.info.world_size, "S": int(x.shape[1]), "H": int(x.shape[3]),
                "W": int(x.shape[4])}
         rec.update({f"loss/{k}": v for k, v in parts.items() if "/" not in k and k != "total"})
-        for key in ("match/acc", "disp/l1", "camera/rot_deg", "camera/rot_deg_identity"):
+        for key in ("match/acc", "disp/l1", "disp/parallax_l1", "camera/rot_deg", "camera/rot_deg_identity"):
             if key in parts:
                 rec[key] = parts[key]
         return rec

@@ -17,8 +17,9 @@ from da3_core.train.losses import StudentLossConfig
 
 VIEWS, HW = 3, (42, 56)
 LOSS = {"loss_cfg": StudentLossConfig(match_weight=1.0), "match_layers": (3,)}  # the matching loss included
-# DDP also trains the displacement loss's read-out (da3_core.train.displacement; FSDP2 refuses it)
-LOSS_DISP = {"loss_cfg": StudentLossConfig(match_weight=1.0, disp_weight=1.0), "match_layers": (3,)}
+# DDP also trains the displacement loss's read-out (da3_core.train.displacement, with the parallax; FSDP2 refuses it)
+LOSS_DISP = {"loss_cfg": StudentLossConfig(match_weight=1.0, disp_weight=1.0), "match_layers": (3,),
+             "disp_parallax": True}
 
 
 def _batch() -> dict[str, torch.Tensor]:
@@ -44,7 +45,7 @@ def _model(disp: bool = False) -> torch.nn.Module:
     init_weights(net)
     if not disp:
         return net
-    readout = DisplacementReadout(192, 1)
+    readout = DisplacementReadout(192, 1, out=4)
     torch.nn.init.normal_(readout.proj[0].weight, std=0.05)
     return WithDisplacementReadout(net, readout)
 
