@@ -84,6 +84,30 @@ def intrinsics_inverse(K: torch.Tensor) -> torch.Tensor:
     return inv
 
 
+def _centre_rays(w2c: torch.Tensor, K: torch.Tensor, grid_hw: tuple[int, int], patch_size: int, dt: torch.dtype
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Patch centres (N, 2), their rays (B, S, N, 3) with z = 1, each view's intrinsics K (B, S, 3, 3) and the
+    relative transforms camera j -> camera i (B, S_j, S_i, 4, 4), all in ``dt``."""
+    T, K = to_homogeneous(w2c.to(dt)), K.to(dt)
+    centres = patch_centres(grid_hw, patch_size, w2c.device, dt)  # (N, 2)
+    pix = torch.cat((centres, torch.ones_like(centres[:, :1])), -1)  # (N, 3) homogeneous image coordinates
+    rays = pix @ intrinsics_inverse(K).mT  # (B, S, N, 3), z = 1
+    return centres, rays, K, T[:, None] @ invert_extrinsics(T)[:, :, None]
+
+
+def _into_views(rel: torch.Tensor, K: torch.Tensor, v_j: torch.Tensor, points: bool
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Vectors (B, S_j, N, 3) of camera j into every camera i: points (rotated and translated) or directions (rotated
+    only). Returns their image coordinates (B, S_j, N, S_i, 2), z in camera i and whether z > 0."""
+    v_i = torch.einsum("zjixy,zjny->zjnix", rel[..., :3, :3], v_j)  # (B, S_j, N, S_i, 3)
+    if points:
+        v_i = v_i + rel[:, :, None, :, :3, 3]
+    z = v_i[..., 2]
+    x = torch.einsum("zixy,zjniy->zjnix", K, v_i)
+    front = z > 1e-9
+    return x[..., :2] / torch.where(front, z, torch.ones_like(z))[..., None], z, front
+
+
 def project_patch_centres(depth: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor, patch_size: int = 14,
                           occlusion_tol: float = DEFAULT_OCCLUSION_TOL) -> tuple[torch.Tensor, torch.Tensor]:
     """Image coordinates in every view of every patch centre.
@@ -102,22 +126,13 @@ def project_patch_centres(depth: torch.Tensor, w2c: torch.Tensor, K: torch.Tenso
     if H % patch_size or W % patch_size:
         raise ValueError(f"image size {H}x{W} is not a multiple of the patch size {patch_size}")
     dt = torch.float64 if depth.dtype == torch.float64 else torch.float32
-    depth, K = depth.to(dt), K.to(dt)
-    T = to_homogeneous(w2c.to(dt))
-    centres = patch_centres((H // patch_size, W // patch_size), patch_size, depth.device, dt)  # (N, 2)
+    depth = depth.to(dt)
+    centres, rays, K, rel = _centre_rays(w2c, K, (H // patch_size, W // patch_size), patch_size, dt)
     pixels = (centres + 0.5).floor().long()  # the pixel nearest to each centre (the lower-right one on a tie)
     d = depth[:, :, pixels[:, 1], pixels[:, 0]]  # (B, S, N)
     ok = torch.isfinite(d) & (d > 0)
     d = torch.where(ok, d, torch.ones((), dtype=dt, device=d.device))
-    pix = torch.cat((centres, torch.ones_like(centres[:, :1])), -1)  # (N, 3) homogeneous image coordinates
-    rays = pix @ intrinsics_inverse(K).mT  # (B, S, N, 3), z = 1
-    X_j = rays * d[..., None]  # camera j frame
-    rel = T[:, None] @ invert_extrinsics(T)[:, :, None]  # (B, S_j, S_i, 4, 4): camera j -> camera i
-    X_i = torch.einsum("zjixy,zjny->zjnix", rel[..., :3, :3], X_j) + rel[:, :, None, :, :3, 3]  # (B, S_j, N, S_i, 3)
-    z = X_i[..., 2]
-    x = torch.einsum("zixy,zjniy->zjnix", K, X_i)
-    front = z > 1e-9
-    uv = x[..., :2] / torch.where(front, z, torch.ones_like(z))[..., None]
+    uv, z, front = _into_views(rel, K, rays * d[..., None], points=True)  # the surface points, camera j frame
     inside = (uv[..., 0] >= -0.5) & (uv[..., 0] < W - 0.5) & (uv[..., 1] >= -0.5) & (uv[..., 1] < H - 0.5)
     # depth test at the nearest pixel of view i
     col = torch.round(uv[..., 0]).clamp(0, W - 1).long()
@@ -144,16 +159,9 @@ def project_patch_directions(w2c: torch.Tensor, K: torch.Tensor, grid_hw: tuple[
         (elsewhere uv_inf is meaningless). No depth is needed.
     """
     dt = torch.float64 if w2c.dtype == torch.float64 else torch.float32
-    T, K = to_homogeneous(w2c.to(dt)), K.to(dt)
-    centres = patch_centres(grid_hw, patch_size, w2c.device, dt)
-    pix = torch.cat((centres, torch.ones_like(centres[:, :1])), -1)
-    rays = pix @ intrinsics_inverse(K).mT  # (B, S, N, 3)
-    rel = T[:, None] @ invert_extrinsics(T)[:, :, None]  # (B, S_j, S_i, 4, 4): camera j -> camera i
-    d_i = torch.einsum("zjixy,zjny->zjnix", rel[..., :3, :3], rays)  # (B, S_j, N, S_i, 3)
-    z = d_i[..., 2]
-    x = torch.einsum("zixy,zjniy->zjnix", K, d_i)
-    ahead = z > 1e-9
-    return x[..., :2] / torch.where(ahead, z, torch.ones_like(z))[..., None], ahead
+    _, rays, K, rel = _centre_rays(w2c, K, grid_hw, patch_size, dt)
+    uv_inf, _, ahead = _into_views(rel, K, rays, points=False)
+    return uv_inf, ahead
 
 
 def bilinear_patch_targets(uv: torch.Tensor, valid: torch.Tensor, grid_hw: tuple[int, int],
