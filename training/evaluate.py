@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from da3_core.eval.synthetic_benchmark import (  # noqa: E402
     CONDITIONED_COLUMNS,
+    DIRECTION_COLUMNS,
     PROTOCOLS,
     baseline_scores,
     benchmark_table,
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         print(f"pose AUC@30 above identity poses and the untrained network: {yes[auc_better]}")
         print(f"poses learned (median rotation error below identity's: {yes[rot_better]}; median translation-direction"
               f" error below a random direction's 90 deg: {yes[trans_better]})")
+        print("translation direction and its sign (flip: share of pairs pointing backwards, random 0.5; folded: "
+              "sign ignored as the VGGT / DA3 benchmark code does, random 60 deg):")
+        print(benchmark_table({k: v for k, v in rows.items() if "trans_err_median" in v}, DIRECTION_COLUMNS))
         ray = rows["trained, ray poses"]
         print(f"ray poses learned (rotation below identity's: "
               f"{yes[ray['rot_err_median'] < bl['identity_poses']['rot_err_median']]}; translation direction below "

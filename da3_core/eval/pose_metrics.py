@@ -73,13 +73,17 @@ def _rotation_angle_deg(Ra: np.ndarray, Rb: np.ndarray) -> np.ndarray:
     return np.degrees(np.arctan2(0.5 * np.linalg.norm(skew, axis=-1), 0.5 * (tr - 1.0)))
 
 
-def _vector_angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _vector_angle_deg(a: np.ndarray, b: np.ndarray, symmetric: bool = False) -> np.ndarray:
+    """Angle between ``a`` and ``b`` (degrees; ``symmetric``: ``min(a, 180 - a)``); 0 when both vanish, 180 (90
+    symmetric: a vanished vector has no direction, either way) when exactly one does."""
     na, nb = np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1)
     cross = np.linalg.norm(np.cross(a, b), axis=-1)
     ang = np.degrees(np.arctan2(cross, np.sum(a * b, axis=-1)))
+    if symmetric:
+        ang = np.minimum(ang, 180.0 - ang)
     eps = 1e-12
     ang = np.where((na < eps) & (nb < eps), 0.0, ang)
-    return np.where((na < eps) ^ (nb < eps), 180.0, ang)
+    return np.where((na < eps) ^ (nb < eps), 90.0 if symmetric else 180.0, ang)
 
 
 def relative_pose_errors(pred_w2c: np.ndarray, gt_w2c: np.ndarray, symmetric: bool = True) -> PairErrors:
@@ -91,9 +95,7 @@ def relative_pose_errors(pred_w2c: np.ndarray, gt_w2c: np.ndarray, symmetric: bo
     rel_p = pred[i] @ invert_rigid(pred[j])
     rel_g = gt[i] @ invert_rigid(gt[j])
     rot = _rotation_angle_deg(rel_p[:, :3, :3], rel_g[:, :3, :3])
-    trans = _vector_angle_deg(rel_p[:, :3, 3], rel_g[:, :3, 3])
-    if symmetric:
-        trans = np.minimum(trans, 180.0 - trans)
+    trans = _vector_angle_deg(rel_p[:, :3, 3], rel_g[:, :3, 3], symmetric)
     return PairErrors(np.stack([i, j], 1).astype(np.int64), rot, trans)
 
 

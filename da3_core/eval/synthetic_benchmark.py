@@ -22,6 +22,11 @@ Scores of one prediction set (all items pooled):
   ``pose_auc30`` = :func:`pose_auc` = the area under the accuracy-vs-threshold curve from 0 to 30 degrees,
   normalised to [0, 1] (the VGGT / DA3 "AUC@30" protocol). A translation of (near) zero length has no direction:
   its error is 180 degrees (the identity-pose baseline therefore scores 0 translation accuracy).
+- the translation's sign: ``trans_flip_frac``, the fraction of pairs whose direction error exceeds 90 degrees (the
+  predicted motion points backwards; a random direction: 0.5), and the sign-folded scores the VGGT / DA3 benchmark
+  code reports (``min(a, 180 - a)``, a vanished translation 90 degrees): ``trans_err_folded_median`` (a random
+  direction: 60 degrees) and ``pose_auc30_folded``. The network sees no view order, so the sign of a small motion
+  has to come from the images (what grows, what shrinks); the strict scores above are the headline.
 
 Pose-conditioned (:func:`evaluate_conditioned`): the same items with their true cameras given, as the node gives
 odometry; depth put into the given cameras' metres by the API's scale and scored without median scaling (metric
@@ -45,7 +50,8 @@ from da3_core.eval.pose_metrics import relative_pose_errors
 from da3_core.geometry.rigid import as_4x4
 
 __all__ = ["PROTOCOLS", "heldout_keys", "pose_auc", "score_predictions", "evaluate_network",
-           "evaluate_conditioned", "baseline_scores", "benchmark_table", "CONDITIONED_COLUMNS"]
+           "evaluate_conditioned", "baseline_scores", "benchmark_table", "CONDITIONED_COLUMNS",
+           "DIRECTION_COLUMNS"]
 
 EVAL_HW: tuple[tuple[int, int], ...] = ((126, 168), (126, 126), (112, 168))
 EVAL_VIEWS = (2, 6)
@@ -77,18 +83,20 @@ def pose_auc(errors_deg: np.ndarray, max_deg: float = 30.0, steps: int = 301) ->
 def score_predictions(items: Sequence[dict[str, np.ndarray]], align: AlignMode = "median") -> dict[str, float]:
     """Pooled scores of ``items``: dicts with ``depth``/``gt_depth`` (S, H, W) and ``w2c``/``gt_w2c`` (S, 4, 4);
     ``align``: the depth alignment per item ("median" for relative depth, "none" for metric)."""
-    absrel, d1, errs, rots, trans = [], [], [], [], []
+    absrel, d1, rots, trans, folded = [], [], [], [], []
     for it in items:
         ds = depth_scores(it["depth"], it["gt_depth"], align)
         absrel.append(ds.abs_rel)
         d1.append(ds.delta1)
         pe = relative_pose_errors(it["w2c"], it["gt_w2c"], symmetric=False)
-        errs.append(pe.max_deg)
         rots.append(pe.rot_deg)
         trans.append(pe.trans_deg)
-    e, r, t = np.concatenate(errs), np.concatenate(rots), np.concatenate(trans)
-    return {"abs_rel": float(np.nanmean(absrel)), "delta1": float(np.nanmean(d1)), "pose_auc30": pose_auc(e),
-            "rot_err_median": float(np.median(r)), "trans_err_median": float(np.median(t))}
+        folded.append(relative_pose_errors(it["w2c"], it["gt_w2c"], symmetric=True).trans_deg)
+    r, t, f = np.concatenate(rots), np.concatenate(trans), np.concatenate(folded)
+    return {"abs_rel": float(np.nanmean(absrel)), "delta1": float(np.nanmean(d1)),
+            "pose_auc30": pose_auc(np.maximum(r, t)), "rot_err_median": float(np.median(r)),
+            "trans_err_median": float(np.median(t)), "trans_flip_frac": float(np.mean(t > 90.0)),
+            "trans_err_folded_median": float(np.median(f)), "pose_auc30_folded": pose_auc(np.maximum(r, f))}
 
 
 def _load(keys: Sequence[tuple[int, int, int, int]], seed: int, path_frames: int) -> list[dict[str, torch.Tensor]]:
@@ -175,12 +183,12 @@ def baseline_scores(keys: Sequence[tuple[int, int, int, int]], seed: int = 10_00
                       "w2c": np.tile(np.eye(4, dtype=np.float32), (S, 1, 1)), "gt_w2c": item["w2c"].numpy()})
     s = score_predictions(preds)
     return {"constant_depth": {"abs_rel": s["abs_rel"], "delta1": s["delta1"]},
-            "identity_poses": {"pose_auc30": s["pose_auc30"], "rot_err_median": s["rot_err_median"],
-                               "trans_err_median": s["trans_err_median"]}}
+            "identity_poses": {k: s[k] for k in ("pose_auc30", "rot_err_median", *DIRECTION_COLUMNS)}}
 
 
 BENCHMARK_COLUMNS = ("abs_rel", "delta1", "pose_auc30", "rot_err_median", "trans_err_median")
 CONDITIONED_COLUMNS = ("abs_rel", "delta1", "scale_err", "rot_err_median", "trans_err_median")
+DIRECTION_COLUMNS = ("trans_err_median", "trans_flip_frac", "trans_err_folded_median", "pose_auc30_folded")
 
 
 def benchmark_table(rows: dict[str, dict[str, float]], cols: Sequence[str] = BENCHMARK_COLUMNS) -> str:

@@ -134,6 +134,7 @@ class TrainConfig:
     dense_weight: float = 1.0  # L_D, L_M and L_P together (0: a camera + matching stage, the dense heads idle)
     camera_rot_weight: float = 10.0  # weight of the quaternion part inside L_C (a few degrees are ~0.05 of it; 1 =
     # the paper's plain sum)
+    camera_t_relative: bool = False  # L_C's translation errors over each sample's camera spread (losses.camera_loss)
     # matching supervision (not in the paper; da3_core.train.matching): cross-view attention taught by GT matches
     match_weight: float = 1.0  # 0 = off
     match_layers: tuple[int, ...] = ()  # global blocks whose attention is supervised; () = the first global block
@@ -409,7 +410,8 @@ class Trainer:
         self.loss_cfg = StudentLossConfig(alpha=cfg.alpha_grad, beta=cfg.beta_camera, depth_weight=cfg.dense_weight,
                                           ray_weight=cfg.dense_weight, point_weight=cfg.dense_weight,
                                           match_weight=cfg.match_weight, match_softmax=cfg.match_softmax,
-                                          camera_rot_weight=cfg.camera_rot_weight, disp_weight=cfg.disp_weight)
+                                          camera_rot_weight=cfg.camera_rot_weight, disp_weight=cfg.disp_weight,
+                                          camera_t_relative=cfg.camera_t_relative)
 
         # data
         self.dataset = SyntheticSceneDataset(cfg.num_scenes, resolutions=cfg.resolutions, views=cfg.views,

@@ -58,6 +58,7 @@ __all__ = [
     "ray_loss",
     "point_loss",
     "camera_loss",
+    "camera_spread",
     "gradient_loss",
     "student_loss",
     "pose_encoding_from_outputs",
@@ -83,6 +84,7 @@ class StudentLossConfig:
     match_softmax: str = "all"  # L_match's softmax: over all views' patches, or per other view ("view")
     camera_rot_weight: float = 1.0  # weight of L_C's quaternion part inside L_C (1 = the paper's plain sum)
     disp_weight: float = 0.0  # L_disp (not in the paper, see the module notes); 0 = off
+    camera_t_relative: bool = False  # L_C's translation part per sample over its cameras' spread (see camera_loss)
 
 
 def _zero_like(x: torch.Tensor) -> torch.Tensor:
@@ -184,8 +186,22 @@ def point_loss(depth: torch.Tensor, ray: torch.Tensor, points_gt: torch.Tensor, 
     return confidence_l1(err, valid, conf, lambda_c)
 
 
+MIN_CAMERA_SPREAD = 0.02
+"""Floor of a sample's camera spread in :func:`camera_loss`'s relative translation part (normalised units: the
+targets' mean point norm is 1; a walking window's spread is a median 0.14, its tenth percentile 0.03)."""
+
+
+def camera_spread(t_gt: torch.Tensor, valid: torch.Tensor, floor: float = MIN_CAMERA_SPREAD) -> torch.Tensor:
+    """(B,) mean distance of a sample's cameras from its reference camera (the one at the origin, not counted):
+    ``sum_v |t_v| / (n_valid - 1)`` over the valid views, at least ``floor``. ``t_gt`` (B, S, 3), ``valid`` (B, S)."""
+    dist = torch.where(valid, t_gt.norm(dim=-1), torch.zeros_like(t_gt[..., 0]))
+    others = (valid.sum(-1) - 1).clamp(min=1)
+    return (dist.sum(-1) / others).clamp(min=floor)
+
+
 def camera_loss(enc: torch.Tensor, enc_gt: torch.Tensor, mask: torch.Tensor | None = None,
-                eps: float = 1e-8, rot_weight: float = 1.0) -> tuple[torch.Tensor, LossParts]:
+                eps: float = 1e-8, rot_weight: float = 1.0,
+                t_relative: bool = False) -> tuple[torch.Tensor, LossParts]:
     """L_C (paper §3.3) on the 9-d encoding ``[t(3), q xyzw(4), fov_h, fov_w]``.
 
     ``L_C = mean_views(|t^ - t|_1) + w_q mean_views(min(|q^ - q|_1, |q^ + q|_1)) + mean_views(|f^ - f|_1)`` with
@@ -195,10 +211,18 @@ def camera_loss(enc: torch.Tensor, enc_gt: torch.Tensor, mask: torch.Tensor | No
     part of a window's poses is a few degrees, i.e. a few hundredths of L_C, so the loss alone does not show
     whether rotations are being learned.
 
+    ``t_relative`` divides each sample's translation errors by its ground-truth :func:`camera_spread` (not in the
+    paper). The plain L1 weighs a window's translation by its size: a window whose cameras are 0.05 apart (in units
+    of the mean point norm) costs 0.05 when all its cameras are predicted at the origin, so the camera head can leave
+    short baselines at "no motion" -- no direction -- and, given cameras, shrink their spread: the pose-conditioned
+    metric scale is that spread's error. Relative, every window's translation costs about the same, and a spread
+    wrong by a factor ``k`` costs ``|k - 1|`` whatever its size.
+
     Args:
         enc, enc_gt: (B, S, 9).
         mask: (B, S) bool of views with a known camera, or None.
         rot_weight: w_q.
+        t_relative: divide the translation errors by the sample's camera spread (at least MIN_CAMERA_SPREAD).
     """
     valid = torch.isfinite(enc).all(-1) & torch.isfinite(enc_gt).all(-1)
     if mask is not None:
@@ -206,6 +230,8 @@ def camera_loss(enc: torch.Tensor, enc_gt: torch.Tensor, mask: torch.Tensor | No
     enc = torch.where(valid[..., None], enc, _zero_like(enc) + 1.0)
     enc_gt = torch.where(valid[..., None], enc_gt, _zero_like(enc_gt) + 1.0)
     t_err = (enc[..., 0:3] - enc_gt[..., 0:3]).abs().sum(-1)
+    if t_relative:
+        t_err = t_err / camera_spread(enc_gt[..., 0:3].detach(), valid)[:, None]
     q = enc[..., 3:7]
     q_gt = F.normalize(enc_gt[..., 3:7], dim=-1, eps=eps)
     q_err = torch.minimum((q - q_gt).abs().sum(-1), (q + q_gt).abs().sum(-1))
@@ -284,7 +310,8 @@ def student_loss(outputs: Mapping[str, torch.Tensor], targets: Targets,
     if cfg.beta and ("pose_enc" in outputs or "extrinsics" in outputs):
         enc = pose_encoding_from_outputs(outputs, targets.image_hw)
         terms["camera"] = (cfg.beta, camera_loss(enc, targets.pose_enc, targets.ray_valid.flatten(2).any(-1),
-                                                 rot_weight=cfg.camera_rot_weight))
+                                                 rot_weight=cfg.camera_rot_weight,
+                                                 t_relative=cfg.camera_t_relative))
     if cfg.match_weight:
         if targets.matches is None or "match_q" not in outputs:
             raise ValueError("match_weight > 0 needs targets.matches (patch_correspondences) and the network's "

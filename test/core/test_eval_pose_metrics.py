@@ -74,6 +74,12 @@ def test_translation_error_is_the_direction_angle_and_symmetric_by_default():
     flipped = np.stack([_w2c(np.eye(3), np.zeros(3)), _w2c(np.eye(3), np.array([-1.0, 0, 0]))])
     assert relative_pose_errors(flipped, gt).trans_deg[0] == pytest.approx(0.0)
     assert relative_pose_errors(flipped, gt, symmetric=False).trans_deg[0] == pytest.approx(180.0)
+    # a camera predicted on top of the other has no direction: 90 degrees folded (no better than a random axis),
+    # 180 strict -- never 0, which would score identity poses as perfect
+    still = np.stack([_w2c(np.eye(3), np.zeros(3))] * 2)
+    assert relative_pose_errors(still, gt).trans_deg[0] == pytest.approx(90.0)
+    assert relative_pose_errors(still, gt, symmetric=False).trans_deg[0] == pytest.approx(180.0)
+    assert relative_pose_errors(still, still).trans_deg[0] == 0.0
 
 
 @pytest.mark.parametrize("ransac", [False, True])

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from da3_core.eval.synthetic_benchmark import evaluate_conditioned, heldout_items, heldout_keys
+from da3_core.eval.synthetic_benchmark import evaluate_conditioned, heldout_items, heldout_keys, score_predictions
 
 KEYS = heldout_keys(4, seed=10_000, resolutions=((42, 56),), views=(2, 4))
 
@@ -53,3 +53,32 @@ def test_conditioned_scores_measure_the_api_scale(k: float) -> None:
     assert sc["scale_err"] == pytest.approx(1.0 / k, rel=1e-6)
     assert sc["abs_rel"] == pytest.approx(1.0 / k - 1.0, abs=1e-6)
     assert sc["delta1"] == (1.0 if k == 1.0 else 0.0)
+
+
+def _turned(deg: float, t: np.ndarray) -> np.ndarray:
+    a = np.radians(deg)
+    w2c = np.eye(4)
+    w2c[:3, :3] = [[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]]
+    w2c[:3, 3] = t
+    return w2c
+
+
+def test_direction_scores_separate_the_sign_from_the_axis() -> None:
+    """Cameras predicted with every translation reversed (mirrored through the first camera, rotations right): the
+    strict direction error is 180 deg for every pair, each points backwards, and the sign-folded error is 0 (the
+    VGGT / DA3 benchmark convention); the ground truth scores 0 everywhere; identity poses no direction (90 folded)."""
+    gt = np.stack([_turned(0.0, np.zeros(3)), _turned(5.0, np.array([0.1, 0.0, -0.5])),
+                   _turned(12.0, np.array([0.3, 0.1, -1.2]))])
+    mirrored = gt.copy()
+    mirrored[:, :3, 3] *= -1.0
+    depth = np.ones((3, 4, 4), np.float32)
+    item = {"depth": depth, "gt_depth": depth}
+    right = score_predictions([{**item, "w2c": gt, "gt_w2c": gt}])
+    flipped = score_predictions([{**item, "w2c": mirrored, "gt_w2c": gt}])
+    still = score_predictions([{**item, "w2c": np.tile(np.eye(4), (3, 1, 1)), "gt_w2c": gt}])
+    assert right["trans_err_median"] == pytest.approx(0.0, abs=1e-4) and right["trans_flip_frac"] == 0.0
+    assert right["pose_auc30_folded"] == right["pose_auc30"] == pytest.approx(1.0, abs=2e-3)  # 0 is not "< 0"
+    assert flipped["trans_err_median"] == pytest.approx(180.0, abs=1e-4) and flipped["trans_flip_frac"] == 1.0
+    assert flipped["trans_err_folded_median"] == pytest.approx(0.0, abs=1e-4)
+    assert flipped["pose_auc30"] == 0.0 and flipped["pose_auc30_folded"] == pytest.approx(1.0, abs=2e-3)
+    assert still["trans_err_median"] == 180.0 and still["trans_err_folded_median"] == 90.0

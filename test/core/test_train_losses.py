@@ -8,8 +8,10 @@ import torch
 
 from da3_core.data.synthetic import intrinsics_from_fov, make_scene, make_trajectory, render_sequence
 from da3_core.train.losses import (
+    MIN_CAMERA_SPREAD,
     StudentLossConfig,
     camera_loss,
+    camera_spread,
     depth_loss,
     gradient_loss,
     point_loss,
@@ -140,6 +142,34 @@ def test_camera_loss_rotation_weight_and_degree_parts():
     assert parts["t"].item() == pytest.approx(0.1)
     assert parts["rot_deg"].item() == pytest.approx(9.0, abs=1e-3)
     assert parts["rot_deg_identity"].item() == pytest.approx(12.0, abs=1e-3)
+
+
+def _enc(ts) -> torch.Tensor:
+    """(1, S, 9) encodings with the given translations, identity rotations and fov 1."""
+    return t([[[*tv, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0] for tv in ts]])
+
+
+def test_camera_loss_relative_translation_divides_by_the_camera_spread():
+    """t_relative: each sample's translation L1 over its cameras' mean distance from the reference (closed form),
+    floored at MIN_CAMERA_SPREAD; invariant to the window's size; masked views count in neither."""
+    gt = _enc([(0.0, 0.0, 0.0), (3.0, 0.0, 0.0), (0.0, 4.0, 3.0)])  # distances 3 and 5 -> spread 4
+    pred = _enc([(0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 0.0)])  # L1 errors 0, 2, 7
+    assert camera_spread(gt[..., :3], torch.ones(1, 3, dtype=torch.bool)).item() == pytest.approx(4.0)
+    assert camera_loss(pred, gt)[1]["t"].item() == pytest.approx(9 / 3)
+    assert camera_loss(pred, gt, t_relative=True)[1]["t"].item() == pytest.approx(9 / 3 / 4)
+    for c in (0.01, 100.0):  # the same window at 1/100 or 100x its size costs the same (spread 0.04 >= floor)
+        assert camera_loss(pred * t([c] * 3 + [1.0] * 6), gt * t([c] * 3 + [1.0] * 6), t_relative=True)[1][
+            "t"].item() == pytest.approx(9 / 3 / 4)
+    # a masked view leaves the spread (now 3: one other camera) and the mean (over 2 views: errors 0, 2)
+    mask = torch.tensor([[True, True, False]])
+    assert camera_loss(pred, gt, mask, t_relative=True)[1]["t"].item() == pytest.approx(2 / 2 / 3)
+    # a window that does not move (a pan): the floor, not a division by zero
+    still = _enc([(0.0, 0.0, 0.0)] * 3)
+    moved = _enc([(0.0, 0.0, 0.0), (0.01, 0.0, 0.0), (0.0, 0.0, 0.0)])
+    assert camera_loss(moved, still, t_relative=True)[1]["t"].item() == pytest.approx(0.01 / 3 / MIN_CAMERA_SPREAD)
+    # two samples, each over its own spread
+    both = camera_loss(torch.cat([pred, moved]), torch.cat([gt, still]), t_relative=True)[1]["t"].item()
+    assert both == pytest.approx((9 / 4 + 0.01 / MIN_CAMERA_SPREAD) / 6)
 
 
 def test_losses_are_nan_safe_in_gradients():
