@@ -193,8 +193,10 @@ DIRECTION_COLUMNS = ("trans_err_median", "trans_flip_frac", "trans_err_folded_me
 
 def benchmark_table(rows: dict[str, dict[str, float]], cols: Sequence[str] = BENCHMARK_COLUMNS) -> str:
     """Plain-text table of score rows (missing entries shown as '-')."""
-    head = f"{'model':<22}" + "".join(f"{c:>18}" for c in cols)
+    widths = [max(18, len(c) + 2) for c in cols]
+    head = f"{'model':<22}" + "".join(f"{c:>{w}}" for c, w in zip(cols, widths))
     lines = [head, "-" * len(head)]
     for name, sc in rows.items():
-        lines.append(f"{name:<22}" + "".join(f"{sc[c]:>18.4f}" if c in sc else f"{'-':>18}" for c in cols))
+        lines.append(f"{name:<22}" + "".join(f"{sc[c]:>{w}.4f}" if c in sc else f"{'-':>{w}}"
+                                             for c, w in zip(cols, widths)))
     return "\n".join(lines)
