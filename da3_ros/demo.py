@@ -10,12 +10,13 @@ scored side by side against the ground truth.
 2. For each mode, start the ``reconstruct`` node in its own process (``use_sim_time``), play the bag to it with
    ``bag_player --clock`` at a rate the model keeps up with (``--rate auto`` times one window first), record its
    depth and windows, call ``~/save_map`` (into ``<out>/<mode>``, its save_map_root) and render ``map.png``:
-   - ``da3``: DA3 poses alone (front camera; the node publishes map -> odom, poses are DA3's);
+   - ``da3``: DA3 poses alone (camera 0: with three cameras the left one, 25 degrees off the heading; the node
+     publishes map -> odom, poses are DA3's);
    - ``da3_odometry``: DA3 conditioned on the odometry (``pose_source_frame:=odom``: metric, poses = odometry's);
    - ``rig_odometry``: the three cameras in one window (``cameras:=cam0,cam1,cam2``), conditioned on the odometry;
    - ``rig``: the same, not conditioned: metric scale from the calibrated baselines (needs a network whose poses
      between simultaneous views are right: the embedded default's are not).
-   ``odometry`` needs no node: the odometry's own front-camera path, scored the same way.
+   ``odometry`` needs no node: the odometry's own path of camera 0, scored the same way.
 3. Print the table (trajectory ATE after Sim(3) alignment, SE(3) for metric runs; depth AbsRel / delta1 after median
    scaling for relative runs, none for metric ones; map F1 at 5 cm) and write ``scores.json`` and ``table.md``.
 
@@ -304,7 +305,7 @@ def _run_node(args, run: Run, rec: Recorder, bag: Path, out: Path, env, spec: st
 
 
 def _score(robot, run: Run, map_pts: np.ndarray, traj: tuple[np.ndarray, np.ndarray]) -> tuple[dict, np.ndarray]:
-    """Scores of one run against the robot's ground truth (the front camera's path; depth and map of every camera
+    """Scores of one run against the robot's ground truth (camera 0's path; depth and map of every camera
     it read), and the true path in its map frame for drawing."""
     from da3_core.stream.chaining import unproject_pixels
     from da3_ros.replay import depth_accuracy, eval_stride, gt_cloud, map_f1, trajectory_accuracy
@@ -329,7 +330,7 @@ def _score(robot, run: Run, map_pts: np.ndarray, traj: tuple[np.ndarray, np.ndar
 
 
 def _odometry_scores(robot) -> tuple[dict, np.ndarray, np.ndarray]:
-    """The odometry's own front-camera path against the truth (SE(3): odometry is metric)."""
+    """The odometry's own path of camera 0 against the truth (SE(3): odometry is metric)."""
     from da3_ros.replay import trajectory_accuracy
 
     odo = np.stack([robot.odom_at_image(i) @ robot.optical_in_base(0) for i in range(len(robot))])
@@ -456,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
             traj = (np.array([int(round(t * 1e9)) for t in stamps_s], dtype=np.int64), c2w)
             scores[run.mode], gt_path = _score(robot, run, map_pts, traj)
             save_map_png(out / run.mode / "map.png", map_pts, map_cols, path_c2w=traj[1], gt_c2w=gt_path,
-                         title=f"da3-ros {MODES[run.mode]}: map and front camera path "
+                         title=f"da3-ros {MODES[run.mode]}: map and camera 0's path "
                                f"({'metric' if run.is_metric else 'relative units'})")
             print(f"[{n}] {MODES[run.mode]}: {len(run.depth)} depth images, {run.windows} windows, {len(map_pts)} map "
                   f"points -> {out / run.mode} ({time.perf_counter() - t0:.1f} s)")
@@ -469,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     if "odometry" in modes:
         scores["odometry"], odo_path, gt_path = _odometry_scores(robot)
         save_map_png(out / "odometry" / "map.png", np.zeros((0, 3)), path_c2w=odo_path, gt_c2w=gt_path,
-                     title="odometry alone: front camera path (metric)")
+                     title="odometry alone: camera 0's path (metric)")
     table = format_table(scores)
     (out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
     (out / "table.md").write_text(table + "\n")

@@ -438,15 +438,16 @@ def trajectory_accuracy(pred_c2w: np.ndarray, gt_c2w: np.ndarray, is_metric: boo
     from da3_core.geometry.sim3 import umeyama_sim3
 
     ate = absolute_trajectory_error(np.linalg.inv(pred_c2w), np.linalg.inv(gt_c2w), with_scale=not is_metric)
-    s, R, t = umeyama_sim3(pred_c2w[:, :3, 3], gt_c2w[:, :3, 3], with_scale=not is_metric)
+    s, R, t = umeyama_sim3(pred_c2w[:, :3, 3], gt_c2w[:, :3, 3], with_scale=not is_metric, unique=False)
     extent = float(np.linalg.norm(gt_c2w[:, :3, 3].max(0) - gt_c2w[:, :3, 3].min(0)))
     scores = {"ate_rmse": ate.ate_rmse, "ate_rel_extent": ate.ate_rmse / max(extent, 1e-12), "scale": ate.scale,
               "poses": ate.num_poses, "alignment": "se3" if is_metric else "sim3"}
+    sd = s if s > 0 else 1.0  # a predicted path collapsed to one spot (s = 0): draw the truth at its own size
     inv = np.eye(4)
-    inv[:3, :3] = R.T / s
-    inv[:3, 3] = -R.T @ t / s
+    inv[:3, :3] = R.T / sd
+    inv[:3, 3] = -R.T @ t / sd
     gt_aligned = np.einsum("ij,njk->nik", inv, gt_c2w)
-    gt_aligned[:, :3, :3] *= s  # keep rotations orthonormal for drawing
+    gt_aligned[:, :3, :3] *= sd  # keep rotations orthonormal for drawing
     return scores, (s, R, t), gt_aligned
 
 

@@ -11,6 +11,8 @@ camera decoder (the headline row, what the node uses by default) and, on a secon
 (``window``: consecutive keyframes, the headline; ``spread``: views over the whole path, a stress test), each also
 pose-conditioned (the true cameras given, as the node gives odometry: metric depth through the API's scale, which
 only a camera head that reproduces the given cameras gets right); see da3_core/eval/synthetic_benchmark.py.
+Every window is run with the node's reference view (``--ref-view first``: the window's oldest keyframe, the views in
+time order); scores in TRAINING.md dated before 2026-12-07 used the official API's ``saddle_balanced``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from da3_core.eval.synthetic_benchmark import (  # noqa: E402
     evaluate_network,
     heldout_keys,
 )
+from da3_core.models.reference_view import REF_VIEW_STRATEGIES  # noqa: E402
 from da3_core.registry import build_network  # noqa: E402
 from da3_core.train.loop import init_weights  # noqa: E402
 from da3_core.weights.embedded import EMBEDDED_DEFAULT  # noqa: E402
@@ -64,6 +67,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write the scores here")
     ap.add_argument("--device", default="cpu", help="cpu | cuda (the held-out scenes are rendered on the CPU)")
+    ap.add_argument("--ref-view", default="first", choices=REF_VIEW_STRATEGIES,
+                    help="reference view of every window (default: the node's, config/reconstruct.yaml ref_view; "
+                         "the official API's default is saddle_balanced)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -75,15 +81,18 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     init_weights(untrained)
     net, untrained = net.to(device), untrained.to(device)
     views = sum(k[3] for k in keys)
-    print(f"held-out synthetic scenes: {len(keys)} items, {views} views, seed {args.seed}; weights {args.weights}")
+    print(f"held-out synthetic scenes: {len(keys)} items, {views} views, seed {args.seed}; weights {args.weights}; "
+          f"reference view {args.ref_view!r}")
     results: dict[str, dict] = {}
+    ref = args.ref_view
     for protocol, path_frames in PROTOCOLS.items():
         rows = {f"trained ({variant})": evaluate_network(net, keys, seed=args.seed, device=device,
-                                                         path_frames=path_frames),
+                                                         path_frames=path_frames, ref_view_strategy=ref),
                 "trained, ray poses": evaluate_network(net, keys, seed=args.seed, device=device,
-                                                       path_frames=path_frames, use_ray_pose=True),
+                                                       path_frames=path_frames, use_ray_pose=True,
+                                                       ref_view_strategy=ref),
                 "untrained network": evaluate_network(untrained, keys, seed=args.seed, device=device,
-                                                      path_frames=path_frames)}
+                                                      path_frames=path_frames, ref_view_strategy=ref)}
         rows.update(baseline_scores(keys, seed=args.seed, path_frames=path_frames))
         tr, un, bl = rows[f"trained ({variant})"], rows["untrained network"], rows
         depth_better = (tr["abs_rel"] < min(un["abs_rel"], bl["constant_depth"]["abs_rel"])
@@ -109,9 +118,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
               f"{yes[ray['rot_err_median'] < bl['identity_poses']['rot_err_median']]}; translation direction below "
               f"90 deg: {yes[ray['trans_err_median'] < 90.0]})")
         cond = {f"trained ({variant})": evaluate_conditioned(net, keys, seed=args.seed, device=device,
-                                                             path_frames=path_frames),
+                                                             path_frames=path_frames, ref_view_strategy=ref),
                 "untrained network": evaluate_conditioned(untrained, keys, seed=args.seed, device=device,
-                                                          path_frames=path_frames)}
+                                                          path_frames=path_frames, ref_view_strategy=ref)}
         print("pose-conditioned (true cameras given, depth in their metres by the API's scale, not median-scaled; "
               "scale_err: factor the scale misses by; rot / trans: predicted vs given cameras):")
         print(benchmark_table(cond, CONDITIONED_COLUMNS))

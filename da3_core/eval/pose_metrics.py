@@ -55,11 +55,14 @@ class PairErrors:
 
 
 def absolute_trajectory_error(pred_w2c: np.ndarray, gt_w2c: np.ndarray, with_scale: bool = True) -> TrajectoryScores:
-    """ATE of (N, 3|4, 4) predicted against ground-truth world-to-camera poses (N >= 3, non-collinear centres)."""
+    """ATE of (N, 3|4, 4) predicted against ground-truth world-to-camera poses (N >= 3) after the least-squares
+    Sim(3) (SE(3) without scale) of the predicted centres onto the true ones. A straight true path (a robot driving
+    straight) or a predicted path collapsed to one spot has many such alignments, all with the same error, which is
+    the one returned (a collapsed path: the true path's RMS spread about its mean)."""
     if len(pred_w2c) != len(gt_w2c):
         raise ValueError(f"{len(pred_w2c)} predicted poses vs {len(gt_w2c)} ground-truth poses")
     src, dst = camera_centers(np.asarray(pred_w2c, np.float64)), camera_centers(np.asarray(gt_w2c, np.float64))
-    s, r, t = umeyama_sim3(src, dst, with_scale=with_scale)
+    s, r, t = umeyama_sim3(src, dst, with_scale=with_scale, unique=False)
     err = (s * src @ r.T + t) - dst
     return TrajectoryScores(ate_rmse=float(np.sqrt(np.mean(np.sum(err**2, axis=1)))), scale=float(s),
                             num_poses=len(src))

@@ -26,18 +26,24 @@ __all__ = [
 ]
 
 
-def umeyama_sim3(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None, with_scale: bool = True
-                 ) -> tuple[float, np.ndarray, np.ndarray]:
+def umeyama_sim3(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None, with_scale: bool = True,
+                 unique: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
     """Least-squares similarity (Umeyama 1991) with ``dst ≈ s * R @ src + t``.
 
     Args:
         src, dst: (N, 3) corresponding points, N >= 3 and not all collinear.
         weights: optional (N,) non-negative weights (weighted means and covariance); None = uniform.
         with_scale: fit ``s``; otherwise ``s = 1`` (rigid fit).
+        unique: require a unique answer (raise on a degenerate configuration). ``False`` returns *a* least-squares
+            answer when there are many, for callers that need only the residual (a trajectory error): collinear
+            points leave the rotation about their line free (the SVD's choice is as good as any), and a ``src`` or
+            ``dst`` collapsed to one point gives ``R = I`` and, with scale, ``s = 0`` (every point onto ``dst``'s
+            mean: the residual is ``dst``'s spread).
     Returns:
         ``(s, R, t)``: float, (3, 3) float64 rotation (det +1), (3,) float64.
     Raises:
-        ValueError: bad shapes, non-finite values, or a degenerate configuration (rank of the cross-covariance < 2).
+        ValueError: bad shapes, non-finite values, or (``unique``) a degenerate configuration (rank of the
+        cross-covariance < 2).
     """
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
@@ -60,8 +66,12 @@ def umeyama_sim3(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = 
     var_s = float(w @ np.sum(xs * xs, axis=1))
     cov = (xd * w[:, None]).T @ xs  # (3, 3) = sum_i w_i (dst_i - mu_d)(src_i - mu_s)^T
     U, d, Vt = np.linalg.svd(cov)
-    if np.count_nonzero(d > np.finfo(np.float64).eps * max(1.0, d[0])) < 2 or var_s <= 0:
+    rank = np.count_nonzero(d > np.finfo(np.float64).eps * max(1.0, d[0]))
+    if unique and (rank < 2 or var_s <= 0):
         raise ValueError("umeyama_sim3: degenerate point configuration (fewer than 3 non-collinear points)")
+    if rank == 0 or var_s <= 0:  # not unique: src or dst is one point; no rotation does better than another
+        s = 0.0 if with_scale else 1.0
+        return s, np.eye(3), mu_d - s * mu_s
     S = np.ones(3)
     if np.linalg.det(U) * np.linalg.det(Vt) < 0:
         S[2] = -1.0

@@ -185,13 +185,17 @@ class SyntheticSceneDataset(Dataset):
             ``cache_frames``), so a batch holding a whole group (``TokenBudgetBatchSampler(group=R)``) makes the
             scene once and renders each path frame once instead of R scenes and R x S frames. The content of an
             item stays a pure function of its key. Needs ``path_frames`` > 0.
+        path_frames_max: > ``path_frames``: each scene's path has its own N, drawn uniformly from
+            [``path_frames``, ``path_frames_max``] by the dataset seed and the scene (its windows share it), so the
+            camera moves by different amounts between neighbouring views (a robot's 10 Hz keyframes move less than
+            12 frames over a whole walk); 0 = always ``path_frames``.
     """
 
     def __init__(self, num_samples: int, resolutions: Sequence[tuple[int, int]] = PAPER_RESOLUTIONS,
                  views: tuple[int, int] = (2, 18), kinds: Sequence[str] = SCENE_KINDS, seed: int = 0,
                  fov_deg: tuple[float, float] = (50.0, 90.0), path: str = "auto", normalize: bool = True,
                  antialias: int = 1, path_frames: int = 0, windows_per_scene: int = 1,
-                 cache_frames: int = 96) -> None:
+                 cache_frames: int = 96, path_frames_max: int = 0) -> None:
         unknown = [k for k in kinds if k not in SCENE_KINDS]
         if unknown or not kinds:
             raise ValueError(f"unknown scene kinds {unknown}; use some of {SCENE_KINDS}")
@@ -201,6 +205,10 @@ class SyntheticSceneDataset(Dataset):
         if path_frames < 0:
             raise ValueError(f"path_frames must be >= 0 (0 = views spread over the whole path), got {path_frames}")
         self.path_frames = int(path_frames)
+        if path_frames_max and not 0 < self.path_frames <= path_frames_max:
+            raise ValueError(f"path_frames_max ({path_frames_max}) needs 0 < path_frames ({path_frames}) <= it "
+                             f"(or 0: every path has path_frames frames)")
+        self.path_frames_max = int(path_frames_max)
         if windows_per_scene < 1 or (windows_per_scene > 1 and not self.path_frames):
             raise ValueError(f"windows_per_scene must be >= 1 and needs path_frames > 0 (windows of one path), got "
                              f"{windows_per_scene} with path_frames {self.path_frames}")
@@ -221,6 +229,12 @@ class SyntheticSceneDataset(Dataset):
         kind = self.kinds[int(rng.integers(len(self.kinds)))]
         return kind, int(rng.integers(2**31 - 1)), float(rng.uniform(*self.fov_deg))
 
+    def frames_of_path(self, group: int) -> int:
+        """N, the frames of scene ``group``'s camera path (before ``max(S, N)``)."""
+        if not self.path_frames_max:
+            return self.path_frames
+        return int(np.random.default_rng([self.seed, group, 3]).integers(self.path_frames, self.path_frames_max + 1))
+
     def __getitem__(self, item: int | SampleKey) -> dict[str, torch.Tensor]:
         index, H, W, S = _key(item, self.sample_key(int(item)) if not isinstance(item, (tuple, list)) else None)
         if not 0 <= index < self.num_samples:
@@ -228,7 +242,7 @@ class SyntheticSceneDataset(Dataset):
         group = index // self.windows_per_scene
         kind, scene_seed, fov = self.scene_spec(group)
         K = intrinsics_from_fov((H, W), fov)
-        n_path = max(S, self.path_frames)
+        n_path = max(S, self.frames_of_path(group))
         start = int(np.random.default_rng([self.seed, index, 2]).integers(n_path - S + 1))
         scene, w2cs = self._scene_and_path(group, kind, scene_seed, n_path)
         views = [self._frame(group, n_path, scene, w2cs[f], K, (H, W), f) for f in range(start, start + S)]
@@ -561,6 +575,12 @@ class ViewSetDataset(Dataset):
         start = int(rng.integers(0, n - span + 1))
         window = np.arange(start, start + span)
         return si, sorted(int(x) for x in rng.choice(window, views, replace=span < views))
+
+    def frames_of_path(self, group: int) -> int:
+        """N, the frames of scene ``group``'s camera path (before ``max(S, N)``)."""
+        if not self.path_frames_max:
+            return self.path_frames
+        return int(np.random.default_rng([self.seed, group, 3]).integers(self.path_frames, self.path_frames_max + 1))
 
     def __getitem__(self, item: int | SampleKey) -> dict[str, torch.Tensor]:
         index, H, W, S = _key(item, self.sample_key(int(item)) if not isinstance(item, (tuple, list)) else None)

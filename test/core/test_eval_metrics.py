@@ -63,3 +63,30 @@ def test_ate_zero_for_a_similar_trajectory_and_exact_for_a_known_offset():
     moved[1] -= np.array([0.0, 0.0, 0.6])  # zero-mean perturbation orthogonal to the others' spread stays put
     ate_rigid = absolute_trajectory_error(np.stack([_w2c(np.eye(3), c) for c in moved]), gt, with_scale=False)
     assert ate_rigid.ate_rmse <= np.sqrt(2 * 0.36 / 6) + 1e-9 and ate_rigid.ate_rmse > 0
+
+
+def test_ate_of_a_straight_drive_and_of_a_collapsed_path():
+    """A robot driving straight (collinear true centres) leaves the rotation about its line free: the ATE is still
+    the least-squares error, checked against a direct numerical minimisation over Sim(3)."""
+    from scipy.optimize import minimize
+    from scipy.spatial.transform import Rotation
+
+    line = np.outer(np.linspace(0.0, 3.0, 10), [0.6, 0.0, 0.8]) + 1.0
+    gt = np.stack([_w2c(np.eye(3), c) for c in line])
+    rot = Rotation.from_rotvec([0.3, -0.2, 0.5]).as_matrix()
+    similar = np.stack([_w2c(rot, 0.7 * rot @ c - 2.0) for c in line])
+    assert absolute_trajectory_error(similar, gt).ate_rmse == pytest.approx(0.0, abs=1e-9)
+    noisy = line + np.random.default_rng(3).normal(scale=0.2, size=line.shape)
+    ate = absolute_trajectory_error(np.stack([_w2c(np.eye(3), c) for c in noisy]), gt).ate_rmse
+
+    def rmse(p: np.ndarray) -> float:
+        moved = np.exp(p[3]) * noisy @ Rotation.from_rotvec(p[:3]).as_matrix().T
+        return float(np.sqrt(np.mean(np.sum((moved - moved.mean(0) - (line - line.mean(0))) ** 2, axis=1))))
+
+    best = min(minimize(rmse, x0, method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000}).fun
+               for x0 in np.random.default_rng(4).normal(scale=1.0, size=(8, 4)))
+    assert ate == pytest.approx(best, rel=1e-5)
+    # every predicted camera on one spot: the best Sim(3) has scale 0, the error is the true path's spread
+    collapsed = absolute_trajectory_error(np.stack([_w2c(np.eye(3), np.ones(3))] * 10), gt)
+    spread = np.sqrt(np.mean(np.sum((line - line.mean(0)) ** 2, axis=1)))
+    assert collapsed.scale == 0.0 and collapsed.ate_rmse == pytest.approx(spread)

@@ -183,3 +183,14 @@ def test_ransac_matches_official_pose_align():
     s, _, _, aligned = align_input_poses_to_prediction(pred, inp)
     assert s == pytest.approx(s_ref, rel=1e-9)
     np.testing.assert_allclose(aligned, aligned_ref, atol=1e-9)
+
+
+def test_not_unique_returns_a_least_squares_answer_for_degenerate_points():
+    line = np.outer(np.arange(5.0), [1, 2, 3])
+    s, R, t = umeyama_sim3(line, 2.0 * line + 1, unique=False)  # collinear: the rotation about the line is free
+    np.testing.assert_allclose(s * line @ R.T + t, 2.0 * line + 1, atol=1e-9)
+    assert np.linalg.det(R) == pytest.approx(1.0)
+    s, R, t = umeyama_sim3(np.zeros((5, 3)), line, unique=False)  # one point: scale 0, onto dst's mean
+    assert s == 0.0 and np.allclose(R, np.eye(3)) and np.allclose(t, line.mean(0))
+    s, _, t = umeyama_sim3(np.zeros((5, 3)), line, with_scale=False, unique=False)
+    assert s == 1.0 and np.allclose(t, line.mean(0))

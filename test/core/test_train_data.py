@@ -64,6 +64,26 @@ def test_synthetic_dataset_path_frames_gives_consecutive_path_frames():
         SyntheticSceneDataset(4, path_frames=-1)
 
 
+def test_path_frames_max_gives_each_scene_its_own_path_length():
+    """path_frames_max: each scene's path has N in [path_frames, path_frames_max] frames (fixed by the seed and the
+    scene), and an item is S consecutive frames of that N-frame path."""
+    ds = SyntheticSceneDataset(64, resolutions=RES, views=(2, 3), seed=7, path_frames=6, path_frames_max=14)
+    lengths = [ds.frames_of_path(g) for g in range(64)]
+    assert min(lengths) == 6 and max(lengths) == 14 and len(set(lengths)) >= 6
+    again = SyntheticSceneDataset(64, resolutions=RES, views=(2, 3), seed=7, path_frames=6, path_frames_max=14)
+    assert [again.frames_of_path(g) for g in range(64)] == lengths
+    assert [SyntheticSceneDataset(64, path_frames=6).frames_of_path(g) for g in range(4)] == [6] * 4
+    for index in (1, 2):
+        n = ds.frames_of_path(index)
+        path = ds[(index, 28, 56, n)]["w2c"].numpy()  # S == N: the whole path
+        w2c = ds[(index, 28, 56, 3)]["w2c"].numpy()
+        assert sum(np.allclose(path[k:k + 3], w2c, atol=1e-6) for k in range(n - 2)) == 1, (index, n)
+    with pytest.raises(ValueError, match="path_frames_max"):
+        SyntheticSceneDataset(4, path_frames=12, path_frames_max=8)
+    with pytest.raises(ValueError, match="path_frames_max"):
+        SyntheticSceneDataset(4, path_frames_max=8)  # needs windows (path_frames > 0)
+
+
 def test_windows_per_scene_share_one_scene_and_path_and_stay_pure_functions_of_the_key():
     """windows_per_scene=R: items g R .. g R + R - 1 are windows of one camera path (overlapping frames identical),
     the frame cache never changes content (a fresh instance without cache gives the same tensors), other groups
