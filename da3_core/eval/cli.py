@@ -3,7 +3,7 @@
     da3 eval [--weights CKPT | --untrained] --dataset KIND:PATH [--dataset …] --out DIR
              [--max-frames N] [--views N] [--process-res 504] [--depth-align auto|median|scale_shift|none]
              [--pose-align auto|sim3|se3] [--ransac auto|on|off] [--f1-threshold 0.05] [--tsdf [--tsdf-voxel V]]
-             [--intrinsics fx,fy,cx,cy] [--with-intrinsics] [--device cpu|cuda]
+             [--intrinsics fx,fy,cx,cy] [--with-intrinsics] [--ref-view saddle_balanced|first|...] [--device cpu|cuda]
 
 Weights: ``--weights`` (a checkpoint), else the embedded default ``da3_core/assets/default`` when it exists, else an
 error; ``--untrained`` uses deterministic recipe weights of ``da3-small-reduced`` (plumbing checks only).
@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from da3_core.models.reference_view import REF_VIEW_STRATEGIES
 from da3_core.weights.embedded import EMBEDDED_DEFAULT
 
 UNTRAINED_VARIANT = "da3-small-reduced"
@@ -46,6 +47,8 @@ def add_eval_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--intrinsics", default=None, help="fx,fy,cx,cy for datasets without (or to override) K")
     p.add_argument("--with-intrinsics", action="store_true", help="give the model the ground-truth intrinsics")
     p.add_argument("--use-ray-pose", action="store_true")
+    p.add_argument("--ref-view", default="saddle_balanced", choices=REF_VIEW_STRATEGIES,
+                   help="reference view of each model call (the API's default; the node runs windows with 'first')")
     p.add_argument("--device", default=None, choices=("cpu", "cuda"))
     p.add_argument("--title", default=None, help="report title")
     p.set_defaults(func=cmd_eval)
@@ -102,7 +105,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                      ransac={"auto": None, "on": True, "off": False}[args.ransac], f1_threshold=args.f1_threshold,
                      tsdf=args.tsdf, tsdf_voxel=args.tsdf_voxel, max_points=args.max_points,
                      process_res=args.process_res, with_intrinsics=args.with_intrinsics,
-                     use_ray_pose=args.use_ray_pose)
+                     use_ray_pose=args.use_ray_pose, ref_view=args.ref_view)
     if args.tsdf:
         from da3_core.eval.tsdf import TSDFUnavailable, import_open3d
 

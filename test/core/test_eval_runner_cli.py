@@ -47,10 +47,12 @@ def test_cli_end_to_end_untrained_on_tiny_synthetic(tmp_path):
     from da3_core.cli import main
 
     out = tmp_path / "report"
-    rc = main(["eval", "--untrained", "--dataset", SPEC, "--out", str(out), "--process-res", "56", "--device", "cpu"])
+    rc = main(["eval", "--untrained", "--dataset", SPEC, "--out", str(out), "--process-res", "56", "--device", "cpu",
+               "--ref-view", "first"])
     assert rc == 0
     data = json.loads((out / "results.json").read_text())
     assert data["meta"]["model"].startswith("UNTRAINED") and len(data["scenes"]) == 1
+    assert data["config"]["ref_view"] == "first"
     m = data["scenes"][0]["metrics"]
     assert {"depth", "pose", "reconstruction"} <= set(m) and 0.0 <= m["pose"]["auc@30"] <= 1.0
     md = (out / "report.md").read_text()
