@@ -14,6 +14,8 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
+from da3_core.models.reference_view import REF_VIEW_STRATEGIES, WINDOW_REF_VIEW
+
 
 @dataclass(frozen=True)
 class Param:
@@ -48,8 +50,7 @@ PARAMS: tuple[Param, ...] = (
     Param("warm_up_size", "", "camera image size 'WxH' to prepare the network for at start-up (CUDA kernels, graph "
           "capture, ONNX export, TensorRT engine) so the first window is not slow; '' = on the first window"),
     Param("process_res", 504, "longest image side fed to the network (pixels)", range=(56, 2016)),
-    Param("ref_view", "first", "reference view of each window", choices=("first", "middle", "saddle_balanced",
-                                                                          "saddle_sim_range")),
+    Param("ref_view", WINDOW_REF_VIEW, "reference view of each window", choices=REF_VIEW_STRATEGIES),
     Param("use_ray_pose", False, "poses from the ray head (slower, more accurate) instead of the camera head"),
     Param("oracle_sequence", "", "oracle predictor: the SyntheticSequence spec the images come from (or a robot spec, "
           "'robot:...', see da3_ros.robot_sim)"),

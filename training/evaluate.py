@@ -38,7 +38,7 @@ from da3_core.eval.synthetic_benchmark import (  # noqa: E402
     evaluate_network,
     heldout_keys,
 )
-from da3_core.models.reference_view import REF_VIEW_STRATEGIES  # noqa: E402
+from da3_core.models.reference_view import REF_VIEW_STRATEGIES, WINDOW_REF_VIEW  # noqa: E402
 from da3_core.registry import build_network  # noqa: E402
 from da3_core.train.loop import init_weights  # noqa: E402
 from da3_core.weights.embedded import EMBEDDED_DEFAULT  # noqa: E402
@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write the scores here")
     ap.add_argument("--device", default="cpu", help="cpu | cuda (the held-out scenes are rendered on the CPU)")
-    ap.add_argument("--ref-view", default="first", choices=REF_VIEW_STRATEGIES,
-                    help="reference view of every window (default: the node's, config/reconstruct.yaml ref_view; "
-                         "the official API's default is saddle_balanced)")
+    ap.add_argument("--ref-view", default=WINDOW_REF_VIEW, choices=REF_VIEW_STRATEGIES,
+                    help=f"reference view of every window (default: the node's, {WINDOW_REF_VIEW!r}; the official "
+                         "API's default is saddle_balanced)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -15,6 +15,10 @@ import torch
 RefViewStrategy = Literal["first", "middle", "saddle_balanced", "saddle_sim_range"]
 REF_VIEW_STRATEGIES: tuple[str, ...] = ("first", "middle", "saddle_balanced", "saddle_sim_range")
 MIN_VIEWS_FOR_SELECTION = 3  # with fewer views the order is kept as given
+# Streaming windows (the node's keyframes, in time order): the oldest view is the reference, deterministic and the
+# frame a window shares with the previous one. The node, its predictor, the embedded default's training and its
+# held-out evaluation all use this one value (the official API's default stays ``saddle_balanced``).
+WINDOW_REF_VIEW = "first"
 
 
 def _unit_range(metric: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from da3_core.models.reference_view import WINDOW_REF_VIEW
 from da3_core.stream.frame import Frame
 
 __all__ = ["WindowPrediction", "Predictor", "DA3Predictor", "OraclePredictor", "random_sim3", "sim3_matrix"]
@@ -80,7 +81,7 @@ class DA3Predictor:
     captured graphs) give None (counted ``descriptors_unavailable``).
     """
 
-    def __init__(self, model: Any, process_res: int = 504, ref_view: str = "first", use_ray_pose: bool = False,
+    def __init__(self, model: Any, process_res: int = 504, ref_view: str = WINDOW_REF_VIEW, use_ray_pose: bool = False,
                  use_known_intrinsics: bool = True, use_known_poses: bool = True, pose_is_metric: bool = True,
                  min_pose_baseline: float = 0.02, descriptors: bool = False, **predict_kwargs: Any):
         self.model = model

@@ -576,12 +576,6 @@ class ViewSetDataset(Dataset):
         window = np.arange(start, start + span)
         return si, sorted(int(x) for x in rng.choice(window, views, replace=span < views))
 
-    def frames_of_path(self, group: int) -> int:
-        """N, the frames of scene ``group``'s camera path (before ``max(S, N)``)."""
-        if not self.path_frames_max:
-            return self.path_frames
-        return int(np.random.default_rng([self.seed, group, 3]).integers(self.path_frames, self.path_frames_max + 1))
-
     def __getitem__(self, item: int | SampleKey) -> dict[str, torch.Tensor]:
         index, H, W, S = _key(item, self.sample_key(int(item)) if not isinstance(item, (tuple, list)) else None)
         si, frames = self.frame_indices(index, S)

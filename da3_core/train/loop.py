@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader
 
 from da3_core.api import normalize_input_extrinsics
 from da3_core.geometry.transforms import invert_extrinsics, to_homogeneous
+from da3_core.models.reference_view import WINDOW_REF_VIEW
 from da3_core.preprocess import PATCH_SIZE
 from da3_core.registry import build_network
 from da3_core.train.batching import TokenBudgetBatcher, TokenBudgetBatchSampler
@@ -94,7 +95,7 @@ class TrainConfig:
     variant: str = "da3-tiny"
     timm_init: str = ""  # e.g. "vit_small_patch14_dinov2.lvd142m": initialise the ViT from timm's DINOv2 weights
     init_from: str = ""  # fine-tune: start from these weights (folder / .safetensors / training .pt), fresh optimiser
-    ref_view_strategy: str = "first"  # reference view of every step and in-run eval (the node's; API: saddle_balanced)
+    ref_view_strategy: str = WINDOW_REF_VIEW  # reference view of every step and in-run eval (the node's)
     pos_embed_init: str = "sincos"  # sincos | normal: from-scratch position embedding (da3_core.train.init)
     # data: synthetic scenes, token-budget batches (paper §3.4, scaled down)
     scene_kinds: tuple[str, ...] = ("room", "objects", "courtyard")
