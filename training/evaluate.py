@@ -32,6 +32,7 @@ from da3_core.eval.synthetic_benchmark import (  # noqa: E402
     CONDITIONED_COLUMNS,
     DIRECTION_COLUMNS,
     PROTOCOLS,
+    VIEW_SCALE_COLUMNS,
     baseline_scores,
     benchmark_table,
     evaluate_conditioned,
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         print("translation direction and its sign (flip: share of pairs pointing backwards, random 0.5; folded: "
               "sign ignored as the VGGT / DA3 benchmark code does, random 60 deg):")
         print(benchmark_table({k: v for k, v in rows.items() if "trans_err_median" in v}, DIRECTION_COLUMNS))
+        print("each view's depth scale against the window's (factor; 1 = every view in the same units; chained windows "
+              "drift by it; constant depth = the true spread of the views' depths):")
+        print(benchmark_table({k: v for k, v in rows.items() if "view_scale_err" in v}, VIEW_SCALE_COLUMNS))
         ray = rows["trained, ray poses"]
         print(f"ray poses learned (rotation below identity's: "
               f"{yes[ray['rot_err_median'] < bl['identity_poses']['rot_err_median']]}; translation direction below "

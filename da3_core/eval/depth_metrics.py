@@ -56,3 +56,23 @@ def depth_scores(pred: np.ndarray, gt: np.ndarray, mode: AlignMode = "median") -
     ratio[p <= 0] = np.inf
     return DepthScores(abs_rel=float(np.mean(np.abs(p - g) / g)), delta1=float(np.mean(ratio < 1.25)), scale=s,
                        shift=t, num_pixels=int(mask.sum()))
+
+
+def view_scale_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """How far each view's depth scale strays from the window's common one: (S,) factors >= 1.
+
+    ``pred`` / ``gt``: (S, H, W) depth of the S views of one window. View j's scale is ``median(gt_j) /
+    median(pred_j)`` over its valid pixels; its error is ``exp(|log s_j - median_k log s_k|)``, 1 when every view's
+    depth is in the same units (a network that gets each view's depth right only up to its own scale drifts when
+    windows are chained: the map grows or shrinks by the spread of these factors). Views without valid pixels: NaN.
+    """
+    if pred.shape != gt.shape or pred.ndim != 3:
+        raise ValueError(f"need (S, H, W) prediction and ground truth of one shape, got {pred.shape} and {gt.shape}")
+    logs = np.full(pred.shape[0], np.nan)
+    for j in range(pred.shape[0]):
+        ok = valid_depth_mask(gt[j], pred[j])
+        if ok.any():
+            logs[j] = np.log(np.median(gt[j][ok].astype(np.float64)) / np.median(pred[j][ok].astype(np.float64)))
+    if np.isnan(logs).all():
+        return logs
+    return np.exp(np.abs(logs - np.nanmedian(logs)))

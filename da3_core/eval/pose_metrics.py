@@ -36,11 +36,13 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TrajectoryScores:
     ate_rmse: float  # RMSE of camera-centre positions after alignment, in ground-truth units
     scale: float  # alignment scale (1 for SE(3))
     num_poses: int
+    rotation: np.ndarray | None = None  # (3, 3) the alignment: predicted centre c -> scale * rotation @ c + translation
+    translation: np.ndarray | None = None  # (3,)
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def absolute_trajectory_error(pred_w2c: np.ndarray, gt_w2c: np.ndarray, with_sca
     s, r, t = umeyama_sim3(src, dst, with_scale=with_scale, unique=False)
     err = (s * src @ r.T + t) - dst
     return TrajectoryScores(ate_rmse=float(np.sqrt(np.mean(np.sum(err**2, axis=1)))), scale=float(s),
-                            num_poses=len(src))
+                            num_poses=len(src), rotation=r, translation=t)
 
 
 def _rotation_angle_deg(Ra: np.ndarray, Rb: np.ndarray) -> np.ndarray:

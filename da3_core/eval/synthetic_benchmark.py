@@ -27,6 +27,10 @@ Scores of one prediction set (all items pooled):
   code reports (``min(a, 180 - a)``, a vanished translation 90 degrees): ``trans_err_folded_median`` (a random
   direction: 60 degrees) and ``pose_auc30_folded``. The network sees no view order, so the sign of a small motion
   has to come from the images (what grows, what shrinks); the strict scores above are the headline.
+- the views' common depth scale: ``view_scale_err`` (median) / ``view_scale_err_p90`` over all views of all items of
+  :func:`da3_core.eval.depth_metrics.view_scale_errors`, the factor by which a view's own depth scale misses the
+  window's (1 = consistent). A window-wise median alignment hides it; a chain of windows does not (each new window's
+  scale comes from the views it shares with the last, so the map drifts by it).
 
 Pose-conditioned (:func:`evaluate_conditioned`): the same items with their true cameras given, as the node gives
 odometry; depth put into the given cameras' metres by the API's scale and scored without median scaling (metric
@@ -45,13 +49,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from da3_core.eval.depth_metrics import AlignMode, depth_scores, valid_depth_mask
+from da3_core.eval.depth_metrics import AlignMode, depth_scores, valid_depth_mask, view_scale_errors
 from da3_core.eval.pose_metrics import relative_pose_errors
 from da3_core.geometry.rigid import as_4x4
 
 __all__ = ["PROTOCOLS", "heldout_keys", "pose_auc", "score_predictions", "evaluate_network",
            "evaluate_conditioned", "baseline_scores", "benchmark_table", "CONDITIONED_COLUMNS",
-           "DIRECTION_COLUMNS"]
+           "DIRECTION_COLUMNS", "VIEW_SCALE_COLUMNS"]
 
 EVAL_HW: tuple[tuple[int, int], ...] = ((126, 168), (126, 126), (112, 168))
 EVAL_VIEWS = (2, 6)
@@ -83,9 +87,10 @@ def pose_auc(errors_deg: np.ndarray, max_deg: float = 30.0, steps: int = 301) ->
 def score_predictions(items: Sequence[dict[str, np.ndarray]], align: AlignMode = "median") -> dict[str, float]:
     """Pooled scores of ``items``: dicts with ``depth``/``gt_depth`` (S, H, W) and ``w2c``/``gt_w2c`` (S, 4, 4);
     ``align``: the depth alignment per item ("median" for relative depth, "none" for metric)."""
-    absrel, d1, rots, trans, folded = [], [], [], [], []
+    absrel, d1, rots, trans, folded, vscale = [], [], [], [], [], []
     for it in items:
         ds = depth_scores(it["depth"], it["gt_depth"], align)
+        vscale.append(view_scale_errors(it["depth"], it["gt_depth"]))
         absrel.append(ds.abs_rel)
         d1.append(ds.delta1)
         pe = relative_pose_errors(it["w2c"], it["gt_w2c"], symmetric=False)
@@ -96,7 +101,9 @@ def score_predictions(items: Sequence[dict[str, np.ndarray]], align: AlignMode =
     return {"abs_rel": float(np.nanmean(absrel)), "delta1": float(np.nanmean(d1)),
             "pose_auc30": pose_auc(np.maximum(r, t)), "rot_err_median": float(np.median(r)),
             "trans_err_median": float(np.median(t)), "trans_flip_frac": float(np.mean(t > 90.0)),
-            "trans_err_folded_median": float(np.median(f)), "pose_auc30_folded": pose_auc(np.maximum(r, f))}
+            "trans_err_folded_median": float(np.median(f)), "pose_auc30_folded": pose_auc(np.maximum(r, f)),
+            "view_scale_err": float(np.nanmedian(np.concatenate(vscale))),
+            "view_scale_err_p90": float(np.nanpercentile(np.concatenate(vscale), 90))}
 
 
 def _load(keys: Sequence[tuple[int, int, int, int]], seed: int, path_frames: int) -> list[dict[str, torch.Tensor]]:
@@ -182,12 +189,13 @@ def baseline_scores(keys: Sequence[tuple[int, int, int, int]], seed: int = 10_00
         preds.append({"depth": np.ones((S, H, W), np.float32), "gt_depth": item["depth"].numpy(),
                       "w2c": np.tile(np.eye(4, dtype=np.float32), (S, 1, 1)), "gt_w2c": item["w2c"].numpy()})
     s = score_predictions(preds)
-    return {"constant_depth": {"abs_rel": s["abs_rel"], "delta1": s["delta1"]},
+    return {"constant_depth": {k: s[k] for k in ("abs_rel", "delta1", *VIEW_SCALE_COLUMNS)},
             "identity_poses": {k: s[k] for k in ("pose_auc30", "rot_err_median", *DIRECTION_COLUMNS)}}
 
 
 BENCHMARK_COLUMNS = ("abs_rel", "delta1", "pose_auc30", "rot_err_median", "trans_err_median")
 CONDITIONED_COLUMNS = ("abs_rel", "delta1", "scale_err", "rot_err_median", "trans_err_median")
+VIEW_SCALE_COLUMNS = ("view_scale_err", "view_scale_err_p90")
 DIRECTION_COLUMNS = ("trans_err_median", "trans_flip_frac", "trans_err_folded_median", "pose_auc30_folded")
 
 

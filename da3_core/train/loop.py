@@ -137,6 +137,7 @@ class TrainConfig:
     camera_rot_weight: float = 3.0  # weight of the quaternion part inside L_C (a few degrees are ~0.05 of it; 1 =
     # the paper's plain sum)
     camera_t_relative: bool = False  # L_C's translation errors over each sample's camera spread (losses.camera_loss)
+    view_scale_weight: float = 0.0  # L_vscale: each view's depth scale against the window's (losses.view_scale_loss)
     # matching supervision (not in the paper; da3_core.train.matching): cross-view attention taught by GT matches
     match_weight: float = 1.0  # 0 = off
     match_layers: tuple[int, ...] = ()  # global blocks whose attention is supervised; () = the first global block
@@ -413,7 +414,8 @@ class Trainer:
                                           ray_weight=cfg.dense_weight, point_weight=cfg.dense_weight,
                                           match_weight=cfg.match_weight, match_softmax=cfg.match_softmax,
                                           camera_rot_weight=cfg.camera_rot_weight, disp_weight=cfg.disp_weight,
-                                          camera_t_relative=cfg.camera_t_relative)
+                                          camera_t_relative=cfg.camera_t_relative,
+                                          view_scale_weight=cfg.view_scale_weight)
 
         # data
         self.dataset = SyntheticSceneDataset(cfg.num_scenes, resolutions=cfg.resolutions, views=cfg.views,

@@ -33,7 +33,8 @@ teaches a from-scratch network to match content across views; it needs ``targets
 ``match_q`` / ``match_k`` outputs (call it with ``match_layers``). ``disp_weight`` > 0 adds the displacement loss of
 :mod:`da3_core.train.displacement` (a read-out of the matched blocks' patch tokens must give each patch's motion into
 the reference view); it needs ``targets.displacement`` and the ``match_disp`` output of
-:class:`da3_core.train.displacement.WithDisplacementReadout`.
+:class:`da3_core.train.displacement.WithDisplacementReadout`. ``view_scale_weight`` > 0 adds L_vscale
+(:func:`view_scale_loss`): each view's mean log depth scale against the window's, what chaining windows needs.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ __all__ = [
     "camera_loss",
     "camera_spread",
     "gradient_loss",
+    "view_scale_loss",
     "student_loss",
     "pose_encoding_from_outputs",
 ]
@@ -85,6 +87,7 @@ class StudentLossConfig:
     camera_rot_weight: float = 1.0  # weight of L_C's quaternion part inside L_C (1 = the paper's plain sum)
     disp_weight: float = 0.0  # L_disp (not in the paper, see the module notes); 0 = off
     camera_t_relative: bool = False  # L_C's translation part per sample over its cameras' spread (see camera_loss)
+    view_scale_weight: float = 0.0  # L_vscale (not in the paper, see view_scale_loss); 0 = off
 
 
 def _zero_like(x: torch.Tensor) -> torch.Tensor:
@@ -245,6 +248,38 @@ def camera_loss(enc: torch.Tensor, enc_gt: torch.Tensor, mask: torch.Tensor | No
     return lt + rot_weight * lq + lf, parts
 
 
+def view_scale_loss(depth: torch.Tensor, depth_gt: torch.Tensor, mask: torch.Tensor,
+                    eps: float = 1e-6) -> tuple[torch.Tensor, LossParts]:
+    """L_vscale (not in the paper): every view's depth in the window's common units.
+
+    Each view's scale is the log of its mean depth over its valid pixels, ``l_j`` predicted and ``g_j`` true; the loss
+    is ``mean_j |(l_j - g_j) - mean_k (l_k - g_k)|`` over the valid views of samples with two or more of them: zero
+    when the views' depths are right up to one factor for the whole window, whatever that factor. L_D already asks
+    for it, but its L1 is spent mostly on each view's shape; a network that gets every view right only up to its
+    own scale costs little there and drifts when the node chains windows
+    (:func:`da3_core.eval.depth_metrics.view_scale_errors`).
+
+    Args:
+        depth, depth_gt, mask: (B, S, H, W).
+
+    Returns:
+        loss (0, still connected to ``depth``, when no sample has two valid views), no sub-parts.
+    """
+    m = mask.bool() & torch.isfinite(depth) & torch.isfinite(depth_gt)
+    n = m.flatten(2).sum(-1)  # (B, S)
+    zero = _zero_like(depth)
+    mean_p = torch.where(m, depth, zero).flatten(2).sum(-1) / n.clamp_min(1).to(depth.dtype)
+    mean_g = torch.where(m, depth_gt, zero).flatten(2).sum(-1) / n.clamp_min(1).to(depth.dtype)
+    ok = (n > 0) & (mean_g > eps)  # (B, S) views with a scale
+    r = torch.log(mean_p.clamp_min(eps)) - torch.log(mean_g.clamp_min(eps))
+    r = torch.where(ok, r, torch.zeros_like(r))
+    views = ok.sum(-1, keepdim=True)  # (B, 1)
+    centred = r - r.sum(-1, keepdim=True) / views.clamp_min(1).to(r.dtype)
+    use = ok & (views >= 2)
+    loss = torch.where(use, centred.abs(), torch.zeros_like(centred)).sum() / use.sum().clamp_min(1).to(r.dtype)
+    return loss, {}
+
+
 def gradient_loss(depth: torch.Tensor, depth_gt: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, LossParts]:
     """L_grad, paper Eq. 3: ``|dx D^ - dx D|_1 + |dy D^ - dy D|_1``.
 
@@ -312,6 +347,8 @@ def student_loss(outputs: Mapping[str, torch.Tensor], targets: Targets,
         terms["camera"] = (cfg.beta, camera_loss(enc, targets.pose_enc, targets.ray_valid.flatten(2).any(-1),
                                                  rot_weight=cfg.camera_rot_weight,
                                                  t_relative=cfg.camera_t_relative))
+    if cfg.view_scale_weight:
+        terms["vscale"] = (cfg.view_scale_weight, view_scale_loss(depth, targets.depth, valid))
     if cfg.match_weight:
         if targets.matches is None or "match_q" not in outputs:
             raise ValueError("match_weight > 0 needs targets.matches (patch_correspondences) and the network's "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from da3_core.eval.depth_metrics import depth_scores
+from da3_core.eval.depth_metrics import depth_scores, view_scale_errors
 from da3_core.eval.pose_metrics import absolute_trajectory_error
 
 
@@ -58,6 +58,10 @@ def test_ate_zero_for_a_similar_trajectory_and_exact_for_a_known_offset():
     pred = np.stack([_w2c(rot, 2.0 * rot @ c + 1.0) for c in centres])  # same trajectory in another Sim(3) frame
     ate = absolute_trajectory_error(pred, gt)
     assert ate.ate_rmse == pytest.approx(0.0, abs=1e-9) and ate.scale == pytest.approx(0.5)
+    # the alignment it returns is the one that maps the predicted centres onto the true ones (pred = 2 rot c + 1)
+    pred_c = 2.0 * centres @ rot.T + 1.0
+    np.testing.assert_allclose(ate.scale * pred_c @ ate.rotation.T + ate.translation, centres, atol=1e-9)
+    np.testing.assert_allclose(ate.rotation, rot.T, atol=1e-9)
     moved = centres.copy()
     moved[0] += np.array([0.0, 0.0, 0.6])
     moved[1] -= np.array([0.0, 0.0, 0.6])  # zero-mean perturbation orthogonal to the others' spread stays put
@@ -90,3 +94,20 @@ def test_ate_of_a_straight_drive_and_of_a_collapsed_path():
     collapsed = absolute_trajectory_error(np.stack([_w2c(np.eye(3), np.ones(3))] * 10), gt)
     spread = np.sqrt(np.mean(np.sum((line - line.mean(0)) ** 2, axis=1)))
     assert collapsed.scale == 0.0 and collapsed.ate_rmse == pytest.approx(spread)
+
+
+def test_view_scale_errors_measure_each_views_scale_against_the_window():
+    rng = np.random.default_rng(3)
+    gt = rng.uniform(1.0, 5.0, size=(4, 6, 8))
+    # the window's depth right up to one factor: every view is consistent
+    np.testing.assert_allclose(view_scale_errors(gt / 2.5, gt), 1.0)
+    # views off by 1, 1, 1.5 and 1/2 of it: the median view scale is the window's, errors are the factors' ratios
+    f = np.array([1.0, 1.0, 1.5, 0.5])
+    np.testing.assert_allclose(view_scale_errors(gt * f[:, None, None], gt), [1.0, 1.0, 1.5, 2.0])
+    # a view with no valid pixel has no scale
+    gt2 = gt.copy()
+    gt2[3] = np.nan
+    out = view_scale_errors(gt * f[:, None, None], gt2)
+    assert np.isnan(out[3]) and np.allclose(out[:3], [1.0, 1.0, 1.5])
+    with pytest.raises(ValueError, match="S, H, W"):
+        view_scale_errors(gt[0], gt[0])

@@ -16,10 +16,11 @@ from da3_core.train.loop import forward_loss
 from da3_core.train.losses import StudentLossConfig
 
 VIEWS, HW = 3, (42, 56)
-LOSS = {"loss_cfg": StudentLossConfig(match_weight=1.0), "match_layers": (3,)}  # the matching loss included
+# the matching and view-scale losses included
+LOSS = {"loss_cfg": StudentLossConfig(match_weight=1.0, view_scale_weight=1.0), "match_layers": (3,)}
 # DDP also trains the displacement loss's read-out (da3_core.train.displacement, with the parallax; FSDP2 refuses it)
-LOSS_DISP = {"loss_cfg": StudentLossConfig(match_weight=1.0, disp_weight=1.0), "match_layers": (3,),
-             "disp_parallax": True}
+LOSS_DISP = {"loss_cfg": StudentLossConfig(match_weight=1.0, disp_weight=1.0, view_scale_weight=1.0),
+             "match_layers": (3,), "disp_parallax": True}
 
 
 def _batch() -> dict[str, torch.Tensor]:
@@ -98,6 +99,7 @@ def test_ddp_gradients_match_single_process(fsdp: bool) -> None:
     loss, parts = forward_loss(net, batch, **(LOSS if fsdp else LOSS_DISP))
     loss.backward()
     ref = _grads(net)
+    assert parts["vscale"] > 0  # the untrained network's views are not in one depth scale
     if not fsdp:  # the read-out and the supervised block's parameters get gradients from the displacement loss
         assert parts["disp"] > 0 and ref["readout.proj.0.weight"].abs().sum() > 0
 

@@ -17,6 +17,7 @@ from da3_core.train.losses import (
     point_loss,
     ray_loss,
     student_loss,
+    view_scale_loss,
 )
 from da3_core.train.targets import build_targets
 
@@ -170,6 +171,28 @@ def test_camera_loss_relative_translation_divides_by_the_camera_spread():
     # two samples, each over its own spread
     both = camera_loss(torch.cat([pred, moved]), torch.cat([gt, still]), t_relative=True)[1]["t"].item()
     assert both == pytest.approx((9 / 4 + 0.01 / MIN_CAMERA_SPREAD) / 6)
+
+
+def test_view_scale_loss_is_the_spread_of_the_views_log_scales(synthetic_targets):
+    gt, valid = synthetic_targets.depth, synthetic_targets.valid  # (1, 2, H, W)
+    # one factor for the whole window costs nothing, whatever it is
+    assert view_scale_loss(gt * 3.7, gt, valid)[0].item() == pytest.approx(0.0, abs=1e-12)
+    # view j's depth off by c_j: the loss is the mean |log c_j - mean_k log c_k| (closed form)
+    c = torch.tensor([1.0, 1.6], dtype=gt.dtype)
+    expected = float((c.log() - c.log().mean()).abs().mean())
+    assert view_scale_loss(gt * c[None, :, None, None], gt, valid)[0].item() == pytest.approx(expected, rel=1e-9)
+    # a view without valid pixels is left out; a sample left with one view has no spread; gradients stay finite
+    pred = (gt * c[None, :, None, None]).clone().requires_grad_(True)
+    only_first = valid.clone()
+    only_first[:, 1] = False
+    loss = view_scale_loss(pred, gt, only_first)[0]
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(pred.grad).all()
+    # in student_loss under its own weight
+    outputs = {"depth": gt * c[None, :, None, None], "ray": synthetic_targets.ray.clone()}
+    _, parts = student_loss(outputs, synthetic_targets, StudentLossConfig(beta=0.0, view_scale_weight=2.0))
+    assert parts["vscale"].item() == pytest.approx(expected, rel=1e-9)
+    assert "vscale" not in student_loss(outputs, synthetic_targets, StudentLossConfig(beta=0.0))[1]
 
 
 def test_losses_are_nan_safe_in_gradients():

@@ -20,8 +20,8 @@ STEPS = 18
 ARGS = ["--variant=da3-tiny", "--resolutions=[[42,56]]", "--views=[2,3]", "--token_budget=72", "--budget_tol=0.5",
         "--num_workers=0", "--threads=1", "--eval_interval=0", "--log_interval=1", "--ckpt_interval=3",
         f"--max_steps={STEPS}", "--warmup_steps=4", "--progress=false", "--keep_last=2", "--pose_cond_prob=0.3",
-        "--data_echo=3", "--disp_weight=0.5", "--disp_parallax=true"]
-# with the default matching loss, the displacement loss (with the parallax) and data echoing
+        "--data_echo=3", "--disp_weight=0.5", "--disp_parallax=true", "--view_scale_weight=1"]
+# with the default matching loss, the displacement loss (with the parallax), the view-scale loss and data echoing
 
 
 def _cmd(out: Path, resume: bool = False) -> list[str]:
