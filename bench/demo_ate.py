@@ -7,9 +7,14 @@
 weights of similar held-out scores. This runs the same thing on robots ``--seeds`` (the demo's spec with only the
 seed changed: other rooms, other drives) without ROS processes: the node's own pipeline
 (:class:`da3_core.stream.pipeline.StreamPipeline` built from the node's parameters, as ``replay`` does) fed the
-camera the demo's ``da3`` mode reads (cam0), windows of 8 frames sharing 2, the node's reference view and
-process_res 168, no end-of-stream flush (the live node has none); ATE after Sim(3) alignment over the path's extent,
-as the demo prints it. Prints per weights and seed, then the mean and median over seeds; ``--json`` keeps them.
+camera the demo's ``da3`` mode reads (cam0), in the window the weights recommend as the node and the demo run it
+(``stream_window`` in their config.json: the embedded default's 4 frames sharing 2; else 8 sharing 2;
+``--window`` / ``--overlap`` try others), the node's reference view and process_res 168, no end-of-stream flush
+(the live node has none); ATE after Sim(3) alignment over the path's extent, as the demo prints it; and the
+demo's depth AbsRel (one median scale for the whole run, as ``make demo`` scores it) next to the same depth
+median-scaled per frame: the gap between the two is the chain's scale drift (each window takes its scale from the
+frames it shares with the last, so a network whose views are not in one depth scale makes the map grow or shrink
+window after window). Prints per weights and seed, then the mean and median over seeds; ``--json`` keeps them.
 ``--oracle`` runs the exact-geometry predictor instead (checks the pipeline: ATE ~ 0).
 """
 
@@ -49,19 +54,20 @@ def robot_spec(seed: int, frames: int = 0) -> str:
     return spec
 
 
-def da3_alone_ate(weights: str, spec: str, process_res: int = 168, oracle: bool = False) -> dict[str, float]:
+def da3_alone_ate(weights: str, spec: str, process_res: int = 168, oracle: bool = False, window: int = 0,
+                  overlap: int = -1) -> dict[str, float]:
     """Run the node's pipeline on camera 0 of the robot ``spec`` (the demo's ``da3`` mode) and score its path."""
     import numpy as np
 
+    from da3_core.eval.depth_metrics import depth_scores
     from da3_core.stream.frame import Frame
     from da3_core.stream.pipeline import StreamPipeline
-    from da3_ros.demo import OVERLAP, WINDOW
     from da3_ros.params import pipeline_config
     from da3_ros.predictors import make_predictor
-    from da3_ros.replay import parameter_values, trajectory_accuracy
+    from da3_ros.replay import eval_stride, parameter_values, trajectory_accuracy
     from da3_ros.robot_sim import RobotSequence, camera_frame
 
-    values = {"window_size": WINDOW, "overlap": OVERLAP, "process_res": process_res, "voxel_size": 0.0}
+    values = {"window_size": window, "overlap": overlap, "process_res": process_res, "voxel_size": 0.0}
     if oracle:
         values.update(predictor="oracle", oracle_sequence=spec, oracle_mode="relative")
     elif weights:
@@ -70,16 +76,23 @@ def da3_alone_ate(weights: str, spec: str, process_res: int = 168, oracle: bool 
     predictor, _, _ = make_predictor(v)
     pipeline = StreamPipeline(predictor, pipeline_config(v))
     robot = RobotSequence(spec)
+    pred_depth, gt_depth = [], []
     for i in range(len(robot)):
         view = robot.view(0, i)
-        pipeline.process(Frame(stamp_ns=view.stamp_ns, rgb=view.rgb, K=view.K, frame_id=camera_frame(0)))
+        result = pipeline.process(Frame(stamp_ns=view.stamp_ns, rgb=view.rgb, K=view.K, frame_id=camera_frame(0)))
+        for f in result.new_frames if result is not None else ():
+            st = eval_stride(f.depth.shape)  # the demo's subsampling
+            gt_depth.append(robot.view(0, robot.index_of(f.stamp_ns)).depth[::st, ::st].reshape(-1))
+            pred_depth.append(f.depth[::st, ::st].reshape(-1))
     stamps, c2w = pipeline.trajectory()
     if len(stamps) < 3:
-        raise RuntimeError(f"{spec}: only {len(stamps)} poses came out (windows of {WINDOW} frames)")
+        raise RuntimeError(f"{spec}: only {len(stamps)} poses came out (windows of {v['window_size']} frames)")
     gt = np.stack([np.linalg.inv(robot.camera_w2c(0, robot.index_of(int(s)))) for s in stamps])
     scores, _, _ = trajectory_accuracy(c2w, gt, is_metric=False)
+    whole = depth_scores(np.concatenate(pred_depth), np.concatenate(gt_depth), mode="median")
+    per_frame = [depth_scores(p, g, mode="median").abs_rel for p, g in zip(pred_depth, gt_depth)]
     return {"ate_rel_extent": float(scores["ate_rel_extent"]), "ate_rmse": float(scores["ate_rmse"]),
-            "poses": int(scores["poses"])}
+            "poses": int(scores["poses"]), "abs_rel": whole.abs_rel, "abs_rel_per_frame": float(np.nanmean(per_frame))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0-7", help="robot seeds: '0-7' or '0,3,5' (the demo is seed 0)")
     ap.add_argument("--frames", type=int, default=0, help="frames per robot (0 = the demo's 26)")
     ap.add_argument("--process-res", type=int, default=168, help="network input size (the demo's)")
+    ap.add_argument("--window", type=int, default=0, help="frames per window (0 = the weights' recommendation)")
+    ap.add_argument("--overlap", type=int, default=-1, help="frames shared by neighbouring windows (-1 = the "
+                    "weights' recommendation)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--oracle", action="store_true", help="exact geometry instead of a network")
     ap.add_argument("--json", type=Path, help="also write the scores here")
@@ -105,16 +121,23 @@ def main(argv: list[str] | None = None) -> int:
     for name, weights in zip(names, [""] if args.oracle else args.weights):
         per_seed = {}
         for seed in seeds:
-            per_seed[seed] = da3_alone_ate(weights, robot_spec(seed, args.frames), args.process_res, oracle=args.oracle)
-            print(f"{name}  seed {seed:3d}: ATE {100 * per_seed[seed]['ate_rel_extent']:6.1f} % of the path extent "
-                  f"({per_seed[seed]['ate_rmse']:.3f} m, {per_seed[seed]['poses']} poses)", flush=True)
+            per_seed[seed] = da3_alone_ate(weights, robot_spec(seed, args.frames), args.process_res, oracle=args.oracle,
+                                           window=args.window, overlap=args.overlap)
+            sc = per_seed[seed]
+            print(f"{name}  seed {seed:3d}: ATE {100 * sc['ate_rel_extent']:6.1f} % of the path extent "
+                  f"({sc['ate_rmse']:.3f} m, {sc['poses']} poses); depth AbsRel {sc['abs_rel']:.3f} (per frame "
+                  f"{sc['abs_rel_per_frame']:.3f})", flush=True)
         ates = np.array([s["ate_rel_extent"] for s in per_seed.values()])
-        results[name] = {"seeds": per_seed, "mean": float(ates.mean()), "median": float(np.median(ates))}
-    print(f"\nDA3 alone (make demo's headline row), robots {args.seeds}: ATE / path extent")
-    print(f"{'weights':<48} {'mean':>8} {'median':>8} {'seed 0':>8}")
+        results[name] = {"seeds": per_seed, "mean": float(ates.mean()), "median": float(np.median(ates)),
+                         "abs_rel_mean": float(np.mean([s["abs_rel"] for s in per_seed.values()])),
+                         "abs_rel_per_frame_mean": float(np.mean([s["abs_rel_per_frame"] for s in per_seed.values()]))}
+    print(f"\nDA3 alone (make demo's headline row), robots {args.seeds}: ATE / path extent; depth AbsRel (one "
+          "median scale per run, as the demo scores it; per frame: median-scaled frame by frame)")
+    print(f"{'weights':<40} {'mean':>7} {'median':>7} {'seed 0':>7} {'AbsRel':>7} {'/frame':>7}")
     for name, r in results.items():
         first = r["seeds"].get(0, {}).get("ate_rel_extent", float("nan"))
-        print(f"{name[-48:]:<48} {100 * r['mean']:7.1f}% {100 * r['median']:7.1f}% {100 * first:7.1f}%")
+        print(f"{name[-40:]:<40} {100 * r['mean']:6.1f}% {100 * r['median']:6.1f}% {100 * first:6.1f}% "
+              f"{r['abs_rel_mean']:7.3f} {r['abs_rel_per_frame_mean']:7.3f}")
     print(f"({time.time() - t0:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

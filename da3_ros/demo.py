@@ -41,7 +41,6 @@ import numpy as np
 
 DEFAULT_SPEC = ("robot:kind=room,seed=0,frames=26,size=336x252,fov=70,fps=10,t0=1,cameras=3,slip=0.2,slip_t=0.8-1.8,"
                 "drift=4,noise=0.03")
-WINDOW, OVERLAP = 8, 2  # one camera: frames per window, frames shared
 RIG_WINDOW, RIG_OVERLAP = 9, 3  # three cameras: 3 time steps per window, one shared
 MODES = {"da3": "DA3 alone", "odometry": "odometry alone", "da3_odometry": "DA3 + odometry",
          "rig_odometry": "3-camera rig + odometry", "rig": "3-camera rig, baseline scale"}
@@ -168,13 +167,25 @@ class Recorder:
         self.rclpy.try_shutdown()
 
 
-def _runs(modes: list[str], n_cameras: int) -> list[Run]:
+def single_camera_window(weights: str, oracle: bool = False) -> tuple[int, int]:
+    """(frames per window, frames shared) of the one-camera modes: what the node runs these weights with by default
+    (their config.json's ``stream_window``, the embedded default's 4 sharing 2; else 8 sharing 2)."""
+    from da3_ros.params import DEFAULT_WINDOW
+    from da3_ros.replay import parameter_values
+
+    if oracle:
+        return DEFAULT_WINDOW
+    v = parameter_values({"weights": weights})
+    return v["window_size"], v["overlap"]
+
+
+def _runs(modes: list[str], n_cameras: int, window: tuple[int, int]) -> list[Run]:
     runs = []
     for mode in modes:
         if mode == "da3":
-            runs.append(Run(mode, [0], {}, WINDOW, OVERLAP))
+            runs.append(Run(mode, [0], {}, *window))
         elif mode == "da3_odometry":
-            runs.append(Run(mode, [0], {"pose_source_frame": "odom"}, WINDOW, OVERLAP))
+            runs.append(Run(mode, [0], {"pose_source_frame": "odom"}, *window))
         elif mode in ("rig", "rig_odometry"):
             cams = list(range(n_cameras))
             params = {"cameras": ",".join(f"cam{k}" for k in cams), "rig_wait_s": "0.3"}
@@ -384,7 +395,7 @@ def _user_bag(args, out: Path, env) -> int:
         return 2
     info_topic = bags.find_camera_info_topic(info, image_topic)
     compressed = info.topics[image_topic].msgtype == bags.COMPRESSED
-    run = Run("da3", [0], {}, WINDOW, OVERLAP)
+    run = Run("da3", [0], {}, *single_camera_window(args.weights))
     rate = 1.0 if args.rate == "auto" else float(args.rate)
     rec = Recorder(env)
     try:
@@ -437,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{bag} ({time.perf_counter() - t_start:.1f} s)")
     print(f"    model: {_model_text(args)}")
     scores: dict[str, dict] = {}
-    runs = _runs(modes, robot.n_cameras)
+    runs = _runs(modes, robot.n_cameras, single_camera_window(args.weights, args.oracle))
     rec = Recorder(env) if runs else None
     try:
         for n, run in enumerate(runs, start=2):

@@ -83,10 +83,11 @@ PARAMS: tuple[Param, ...] = (
     Param("rig_wait_s", 0.5, "rig: a time step missing a camera leaves once another camera is this far ahead (stream "
           "time, s): a camera that stops degrades windows, it never blocks them", range=(0.0, 10.0)),
     # window
-    Param("window_size", 8, "frames (views) per inference window; a rig of N cameras gets window_size // N time "
-          "steps", range=(2, 64)),
-    Param("overlap", 2, "frames shared with the previous window (chaining needs >= 1); a rig shares "
-          "ceil(overlap / N) time steps", range=(0, 63)),
+    Param("window_size", 0, "frames (views) per inference window, 2-64; a rig of N cameras gets window_size // N "
+          "time steps; 0 = the weights' recommendation (their config.json's stream_window: the embedded default's "
+          "is 4 frames sharing 2), else 8", range=(0, 64)),
+    Param("overlap", -1, "frames shared with the previous window (chaining needs >= 1); a rig shares "
+          "ceil(overlap / N) time steps; -1 = the weights' recommendation, else 2", range=(-1, 63)),
     Param("min_interval_s", 0.0, "keyframe gate: least time between keyframes (s, 0 = off)", range=(0.0, 60.0)),
     Param("min_motion", 0.0, "keyframe gate: least mean grey-level change (0-255, 0 = off)", range=(0.0, 255.0)),
     Param("max_pending_windows", 1, "windows waiting for the inference worker: 1 = latest wins (live cameras), more = "
@@ -148,7 +149,7 @@ PARAMS: tuple[Param, ...] = (
     # TSDF map (da3_core.stream.tsdf_stream / tsdf_map): keyframes fused into a mesh in a background thread
     Param("tsdf", True, "fuse keyframes into a confidence-weighted TSDF volume (Open3D voxel blocks) in a background "
           "thread; moved with the pose graph after a closed loop; ~save_map also writes map_mesh.ply"),
-    Param("tsdf_every_n_frames", 6, "TSDF: every n-th new frame is fused (one per window at the default window 8, "
+    Param("tsdf_every_n_frames", 6, "TSDF: every n-th new frame is fused (one per window at window 8, "
           "overlap 2; a fusion is ~7-13 ms CPU at 504x378 and voxel 0.04-0.05, in the TSDF thread)", range=(1, 1000)),
     Param("tsdf_stride", 2, "TSDF: pixel stride of the fused (and stored) keyframes", range=(1, 16)),
     Param("tsdf_voxel_size", 0.05, "TSDF: voxel edge in map units (the cost of a fusion grows with the surface's voxel "
@@ -209,7 +210,9 @@ def check_value(name: str, value: Any) -> str | None:
 def validate(values: dict[str, Any]) -> list[str]:
     """All problems with a full parameter set (single values and cross-parameter rules)."""
     errors = [m for n, v in values.items() if (m := check_value(n, v))]
-    if not errors and values["overlap"] >= values["window_size"]:
+    if not errors and values["window_size"] == 1:
+        errors.append("parameter 'window_size' = 1: a window needs 2-64 frames (0 = the weights' recommendation)")
+    if not errors and values["window_size"] and values["overlap"] >= values["window_size"]:
         errors.append(f"parameter 'overlap' = {values['overlap']} must be smaller than 'window_size' = "
                       f"{values['window_size']} (valid range [0, window_size - 1])")
     if not errors and values["pose_source_frame"] and values["pose_source_frame"] == values["map_frame"]:
@@ -220,6 +223,51 @@ def validate(values: dict[str, Any]) -> list[str]:
     if not errors and values["predictor"] == "oracle" and not values["oracle_sequence"]:
         errors.append("parameter 'oracle_sequence' must name the synthetic sequence when predictor = 'oracle'")
     return errors
+
+
+def checked_values(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(values with the window resolved by :func:`resolve_window`, every problem): what the node and replay run."""
+    errors = validate(values)
+    if errors:
+        return values, errors
+    try:
+        values = resolve_window(values)
+    except ValueError as exc:
+        return values, [str(exc)]
+    return values, validate(values)
+
+
+DEFAULT_WINDOW = (8, 2)
+"""(window_size, overlap) for weights that recommend none (official checkpoints) and for the oracle predictor."""
+
+
+def resolve_window(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with ``window_size`` 0 / ``overlap`` -1 replaced by the weights' recommendation
+    (:func:`da3_core.weights.loading.stream_window`; weights '' = the embedded default), else by
+    :data:`DEFAULT_WINDOW`. The recommendation counts time steps, so a rig of N cameras (``cameras``) gets N times
+    it in frames (at most 64); an overlap left to it is capped at window_size - 1. Raises ValueError naming the
+    parameter when the result does not fit, or when the weights' config.json holds a malformed stream_window."""
+    if values["window_size"] and values["overlap"] >= 0:
+        return values
+    recommended = None
+    if values["predictor"] == "da3":
+        from da3_core.weights.embedded import EMBEDDED_DEFAULT
+        from da3_core.weights.loading import stream_window
+
+        source = Path(values["weights"]).expanduser() if values["weights"] else EMBEDDED_DEFAULT
+        recommended = stream_window(source) if source.exists() else None
+    if recommended is None:
+        window, overlap = DEFAULT_WINDOW
+    else:
+        n = len(camera_namespaces(values))
+        window, overlap = min(64, recommended[0] * n), recommended[1] * n
+    out = dict(values)
+    out["window_size"] = values["window_size"] or window
+    out["overlap"] = values["overlap"] if values["overlap"] >= 0 else min(overlap, out["window_size"] - 1)
+    if out["overlap"] >= out["window_size"]:
+        raise ValueError(f"parameter 'overlap' = {out['overlap']} must be smaller than 'window_size' = "
+                         f"{out['window_size']} (the weights' recommended window; valid range [0, window_size - 1])")
+    return out
 
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")
@@ -336,7 +384,7 @@ def _rig_errors(values: dict[str, Any]) -> list[str]:
     if bad or len(set(names)) != len(names):
         return [f"parameter 'cameras' = {values['cameras']!r}: namespaces must be distinct relative ROS names "
                 f"(letters, digits, '_', '/'){'; not valid: ' + ', '.join(map(repr, bad)) if bad else ''}"]
-    if values["window_size"] < 2 * len(names):
+    if values["window_size"] and values["window_size"] < 2 * len(names):  # 0: resolved later (resolve_window)
         return [f"parameter 'window_size' = {values['window_size']} is the view budget of a window: a rig of "
                 f"{len(names)} cameras needs at least {2 * len(names)} (two time steps)"]
     if values["camera_frame"]:
@@ -357,10 +405,14 @@ def rig_window(values: dict[str, Any]):
 
 
 def pipeline_config(values: dict[str, Any]):
-    """The streaming pipeline's configuration from parameter values (live node and offline replay alike)."""
+    """The streaming pipeline's configuration from parameter values (live node and offline replay alike), their
+    window resolved (:func:`checked_values`)."""
     from da3_core.stream.pipeline import PipelineConfig
 
     v = values
+    if v["window_size"] < 2 or v["overlap"] < 0:
+        raise ValueError(f"window_size {v['window_size']} / overlap {v['overlap']} are not resolved; pass the values "
+                         "through checked_values (or replay.parameter_values) first")
     return PipelineConfig(window_size=v["window_size"], overlap=v["overlap"], min_interval_s=v["min_interval_s"],
                           min_motion=v["min_motion"], voxel_size=v["voxel_size"] or None,
                           map_max_points=v["map_max_points"], cloud_conf_percentile=v["cloud_conf_percentile"],

@@ -76,12 +76,12 @@ from da3_ros.params import (
     PARAMS,
     camera_namespaces,
     check_value,
+    checked_values,
     descriptor,
     pipeline_config,
     resource_errors,
     rig_window,
     uses_tf,
-    validate,
 )
 from da3_ros.pointcloud import points_to_pointcloud2
 from da3_ros.process_setup import limit_malloc_arenas
@@ -112,8 +112,9 @@ class ReconstructNode(Node):
                 override = getattr(self, "_parameter_overrides", {}).get(p.name)
                 message = check_value(p.name, override.value) if override is not None else None
                 raise ParameterError(message or str(exc)) from None
-        self.values = {p.name: self.get_parameter(p.name).value for p in PARAMS}
-        errors = validate(self.values) or resource_errors(self.values)
+        # window_size 0 / overlap -1 become the weights' recommended window here (self.values holds what runs)
+        self.values, errors = checked_values({p.name: self.get_parameter(p.name).value for p in PARAMS})
+        errors = errors or resource_errors(self.values)
         if errors:
             raise ParameterError("; ".join(errors))
         self.add_on_set_parameters_callback(self._on_set_parameters)

@@ -57,15 +57,16 @@ _NODE_ONLY = {"input_qos", "input_queue_depth", "map_publish_rate_hz", "diagnost
 
 
 def parameter_values(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The node's parameter defaults with ``overrides``; raises ValueError listing every problem."""
-    from da3_ros.params import PARAMS, validate
+    """The node's parameter defaults with ``overrides``, the window resolved as the node resolves it (the weights'
+    recommendation for window_size 0 / overlap -1); raises ValueError listing every problem."""
+    from da3_ros.params import PARAMS, checked_values
 
     values = {p.name: p.default for p in PARAMS}
     unknown = set(overrides or {}) - set(values)
     if unknown:
         raise ValueError(f"unknown parameters: {', '.join(sorted(unknown))}")
     values.update(overrides or {})
-    errors = validate(values)
+    values, errors = checked_values(values)
     if errors:
         raise ValueError("; ".join(errors))
     return values
@@ -435,10 +436,9 @@ def trajectory_accuracy(pred_c2w: np.ndarray, gt_c2w: np.ndarray, is_metric: boo
     (scores, (s, R, t) mapping predicted map points into the true world: ``X -> s R X + t``, the true path moved into
     the map frame for drawing)."""
     from da3_core.eval.pose_metrics import absolute_trajectory_error
-    from da3_core.geometry.sim3 import umeyama_sim3
 
     ate = absolute_trajectory_error(np.linalg.inv(pred_c2w), np.linalg.inv(gt_c2w), with_scale=not is_metric)
-    s, R, t = umeyama_sim3(pred_c2w[:, :3, 3], gt_c2w[:, :3, 3], with_scale=not is_metric, unique=False)
+    s, R, t = ate.scale, ate.rotation, ate.translation  # the alignment the ATE was measured after
     extent = float(np.linalg.norm(gt_c2w[:, :3, 3].max(0) - gt_c2w[:, :3, 3].min(0)))
     scores = {"ate_rmse": ate.ate_rmse, "ate_rel_extent": ate.ate_rmse / max(extent, 1e-12), "scale": ate.scale,
               "poses": ate.num_poses, "alignment": "se3" if is_metric else "sim3"}

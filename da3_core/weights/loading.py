@@ -78,6 +78,33 @@ def _variant_from_config(config: Path) -> str | None:
     return str(name) if name else None
 
 
+STREAM_WINDOW_KEY = "stream_window"
+"""config.json key of a checkpoint's recommended streaming window: ``[frames per window, frames shared]``."""
+
+
+def stream_window(path: str | Path) -> tuple[int, int] | None:
+    """The streaming window a checkpoint recommends, from ``config.json``'s ``stream_window`` (``[window, overlap]``,
+    beside a weights file or in a checkpoint folder); None when it names none (official checkpoints: the caller's
+    default). A model that cannot relate distant views well (the embedded default: its per-view depth scale and its
+    camera spread degrade with the distance to the reference view) chains better in short windows."""
+    path = Path(path).expanduser()
+    config = (path if path.is_dir() else path.parent) / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        value = json.loads(config.read_text()).get(STREAM_WINDOW_KEY)
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise WeightsError(f"{config} is not a JSON object ({exc}); fix or remove it") from exc
+    if value is None:
+        return None
+    if (not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                                  for v in value)
+            or not (2 <= value[0] <= 64 and 0 <= value[1] < value[0])):
+        raise WeightsError(f"{config}: {STREAM_WINDOW_KEY} = {value!r} must be [window, overlap], two integers with "
+                           "2 <= window <= 64 and 0 <= overlap < window (or leave it out)")
+    return int(value[0]), int(value[1])
+
+
 def _variant_from_metadata(weights: Path) -> str | None:
     if weights.suffix != ".safetensors":
         return None

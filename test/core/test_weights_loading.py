@@ -18,6 +18,7 @@ from da3_core.weights.loading import (
     load_weights_strict,
     resolve_checkpoint,
     save_weights,
+    stream_window,
 )
 from da3_core.weights.recipe import apply_recipe, recipe_value, state_dict_sha256
 
@@ -116,3 +117,21 @@ def test_torch_checkpoint_with_model_entry(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="torch checkpoint"):
         load_state_dict_file(tmp_path / "bad.pt")
+
+
+def test_stream_window_is_read_from_config_json_and_checked(tmp_path):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    assert stream_window(folder) is None  # no config.json
+    (folder / "config.json").write_text(json.dumps({"model_name": "da3-large"}))
+    assert stream_window(folder) is None  # official checkpoints name no window
+    (folder / "config.json").write_text(json.dumps({"model_name": "da3-tiny", "stream_window": [5, 3]}))
+    assert stream_window(folder) == (5, 3)
+    assert stream_window(folder / "model.safetensors") == (5, 3)  # a weights file: the config.json beside it
+    for bad in ([4, 4], [1, 0], [65, 2], [4], [4.0, 2], [True, 0], "4,2", [4, -1]):
+        (folder / "config.json").write_text(json.dumps({"stream_window": bad}))
+        with pytest.raises(WeightsError, match="stream_window"):
+            stream_window(folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(WeightsError, match="config.json"):
+        stream_window(folder)

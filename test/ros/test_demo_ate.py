@@ -41,3 +41,6 @@ def test_exact_geometry_through_the_node_pipeline_scores_zero(tmp_path):
     scores = json.loads((tmp_path / "ate.json").read_text())["oracle"]
     assert scores["seeds"]["2"]["poses"] == 14  # windows of 8 and 8 sharing 2: every frame, no end flush
     assert scores["mean"] == pytest.approx(0.0, abs=1e-6)
+    # exact depth chained with exact scales: no drift, so the run's one median scale fits every frame
+    assert scores["abs_rel_mean"] == pytest.approx(0.0, abs=1e-4)
+    assert scores["abs_rel_per_frame_mean"] == pytest.approx(0.0, abs=1e-4)

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from da3_ros.params import BY_NAME, PARAMS, parameter_yaml, resource_errors, validate
+from da3_ros.params import (
+    BY_NAME,
+    DEFAULT_WINDOW,
+    PARAMS,
+    checked_values,
+    parameter_yaml,
+    resolve_window,
+    resource_errors,
+    validate,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,10 +47,43 @@ def test_robot_and_rig_set_ups_are_valid_parameter_files(name):
 
 def test_validation_names_the_parameter_and_its_range():
     values = {p.name: p.default for p in PARAMS}
-    assert any("'window_size'" in e and "[2, 64]" in e for e in validate({**values, "window_size": 1}))
+    assert any("'window_size'" in e and "2-64" in e for e in validate({**values, "window_size": 1}))
+    assert any("'window_size'" in e and "[0, 64]" in e for e in validate({**values, "window_size": 65}))
     assert any("'overlap'" in e and "window_size" in e for e in validate({**values, "window_size": 4, "overlap": 4}))
     assert any("'ref_view'" in e for e in validate({**values, "ref_view": "last"}))
     assert any("'voxel_size'" in e for e in validate({**values, "voxel_size": -1.0}))
+
+
+def test_the_window_defaults_to_the_weights_recommendation(tmp_path):
+    """window_size 0 / overlap -1 (the defaults): the weights' config.json stream_window (the embedded default's),
+    8 sharing 2 for weights that name none (official checkpoints) and for the oracle; a rig gets it per camera."""
+    from da3_core.weights.embedded import EMBEDDED_DEFAULT
+    from da3_core.weights.loading import stream_window
+
+    defaults = {p.name: p.default for p in PARAMS}
+    embedded = stream_window(EMBEDDED_DEFAULT)
+    assert embedded == (4, 2)
+    v = resolve_window(defaults)
+    assert (v["window_size"], v["overlap"]) == embedded
+    official = tmp_path / "official"
+    official.mkdir()
+    (official / "config.json").write_text(json.dumps({"model_name": "da3-large"}))
+    v = resolve_window({**defaults, "weights": str(official)})
+    assert (v["window_size"], v["overlap"]) == DEFAULT_WINDOW == (8, 2)
+    v = resolve_window({**defaults, "predictor": "oracle", "oracle_sequence": "room"})
+    assert (v["window_size"], v["overlap"]) == DEFAULT_WINDOW
+    # given values win; an overlap left to the recommendation fits the given window
+    v = resolve_window({**defaults, "window_size": 6, "overlap": 3})
+    assert (v["window_size"], v["overlap"]) == (6, 3)
+    v = resolve_window({**defaults, "window_size": 2})
+    assert (v["window_size"], v["overlap"]) == (2, 1)
+    # three cameras: 4 time steps sharing 2 = 12 frames sharing 6
+    v, errors = checked_values({**defaults, "cameras": "cam0,cam1,cam2"})
+    assert errors == [] and (v["window_size"], v["overlap"]) == (12, 6)
+    # a malformed recommendation is named with the file and the fix
+    (official / "config.json").write_text(json.dumps({"model_name": "da3-large", "stream_window": [4, 4]}))
+    v, errors = checked_values({**defaults, "weights": str(official)})
+    assert len(errors) == 1 and "stream_window" in errors[0] and "config.json" in errors[0]
 
 
 def test_backend_and_precision_the_machine_cannot_serve_are_named(tmp_path, monkeypatch):

@@ -399,7 +399,8 @@ def test_tiny_network_runs_whole_path(ros_env, tmp_path, backend):
 # --- 4. invalid parameters at start-up --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("params, names", [
-    ({"window_size": 1}, ["window_size", "[2, 64]"]),
+    ({"window_size": 1}, ["window_size", "2-64"]),
+    ({"window_size": 65}, ["window_size", "[0, 64]"]),
     ({"window_size": 6, "overlap": 6}, ["overlap", "window_size", "[0, window_size - 1]"]),
     ({"map_publish_rate_hz": 100.0}, ["map_publish_rate_hz", "[0.01, 30.0]"]),
     ({"ref_view": "last"}, ["ref_view", "first, middle"]),
