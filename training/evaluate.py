@@ -114,8 +114,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         print("translation direction and its sign (flip: share of pairs pointing backwards, random 0.5; folded: "
               "sign ignored as the VGGT / DA3 benchmark code does, random 60 deg):")
         print(benchmark_table({k: v for k, v in rows.items() if "trans_err_median" in v}, DIRECTION_COLUMNS))
-        print("each view's depth scale against the window's (factor; 1 = every view in the same units; chained windows "
-              "drift by it; constant depth = the true spread of the views' depths):")
+        print("each view's depth scale against the window's, and each camera's distance from the first against the "
+              "window's scale (factors; 1 = every view in the same units; chained windows drift by them; constant "
+              "depth = the true spread of the views' depths):")
         print(benchmark_table({k: v for k, v in rows.items() if "view_scale_err" in v}, VIEW_SCALE_COLUMNS))
         ray = rows["trained, ray poses"]
         print(f"ray poses learned (rotation below identity's: "

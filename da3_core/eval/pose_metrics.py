@@ -70,6 +70,31 @@ def absolute_trajectory_error(pred_w2c: np.ndarray, gt_w2c: np.ndarray, with_sca
                             num_poses=len(src), rotation=r, translation=t)
 
 
+def camera_distance_errors(pred_w2c: np.ndarray, gt_w2c: np.ndarray, ref: int = 0, min_gt: float = 1e-9
+                           ) -> np.ndarray:
+    """How far each view's predicted distance from the reference camera strays from the window's common scale.
+
+    For views j != ``ref`` of (S, 3|4, 4) w2c poses, ``r_j = |c_j - c_ref| pred / |c_j - c_ref| true``; the result is
+    ``exp(|log r_j - median_k log r_k|)`` per view (1 = every distance in one scale, whatever it is; a camera head whose
+    spread fades with the distance from the reference shows it). Views at the reference's true position (distance
+    <= ``min_gt``) or predicted on it are left out (NaN); the reference view is NaN too, and so is every view when
+    fewer than two distances are left (one distance has no spread). Returns (S,).
+    """
+    pred_c, gt_c = camera_centers(as_4x4(np.asarray(pred_w2c, np.float64))), camera_centers(
+        as_4x4(np.asarray(gt_w2c, np.float64)))
+    if pred_c.shape != gt_c.shape:
+        raise ValueError(f"{len(pred_c)} predicted poses vs {len(gt_c)} ground-truth poses")
+    d_pred = np.linalg.norm(pred_c - pred_c[ref], axis=1)
+    d_gt = np.linalg.norm(gt_c - gt_c[ref], axis=1)
+    ok = (d_gt > min_gt) & (d_pred > 0)
+    ok[ref] = False
+    logs = np.full(len(pred_c), np.nan)
+    if ok.sum() < 2:
+        return logs
+    logs[ok] = np.log(d_pred[ok] / d_gt[ok])
+    return np.exp(np.abs(logs - np.nanmedian(logs)))
+
+
 def _rotation_angle_deg(Ra: np.ndarray, Rb: np.ndarray) -> np.ndarray:
     """Angle of ``Ra^T Rb`` (…, 3, 3) in degrees, robust near 0 and 180 (via the quaternion-free atan2 form)."""
     M = np.swapaxes(Ra, -1, -2) @ Rb

@@ -30,7 +30,10 @@ Scores of one prediction set (all items pooled):
 - the views' common depth scale: ``view_scale_err`` (median) / ``view_scale_err_p90`` over all views of all items of
   :func:`da3_core.eval.depth_metrics.view_scale_errors`, the factor by which a view's own depth scale misses the
   window's (1 = consistent). A window-wise median alignment hides it; a chain of windows does not (each new window's
-  scale comes from the views it shares with the last, so the map drifts by it).
+  scale comes from the views it shares with the last, so the map drifts by it). ``cam_dist_err`` / ``_p90``: the
+  same for the cameras (:func:`da3_core.eval.pose_metrics.camera_distance_errors`: each view's predicted distance from
+  view 0, the window's first, against the window's common scale; two-view items have one distance and no spread,
+  so they do not count).
 
 Pose-conditioned (:func:`evaluate_conditioned`): the same items with their true cameras given, as the node gives
 odometry; depth put into the given cameras' metres by the API's scale and scored without median scaling (metric
@@ -50,7 +53,7 @@ import torch
 from torch import nn
 
 from da3_core.eval.depth_metrics import AlignMode, depth_scores, valid_depth_mask, view_scale_errors
-from da3_core.eval.pose_metrics import relative_pose_errors
+from da3_core.eval.pose_metrics import camera_distance_errors, relative_pose_errors
 from da3_core.geometry.rigid import as_4x4
 
 __all__ = ["PROTOCOLS", "heldout_keys", "pose_auc", "score_predictions", "evaluate_network",
@@ -87,10 +90,11 @@ def pose_auc(errors_deg: np.ndarray, max_deg: float = 30.0, steps: int = 301) ->
 def score_predictions(items: Sequence[dict[str, np.ndarray]], align: AlignMode = "median") -> dict[str, float]:
     """Pooled scores of ``items``: dicts with ``depth``/``gt_depth`` (S, H, W) and ``w2c``/``gt_w2c`` (S, 4, 4);
     ``align``: the depth alignment per item ("median" for relative depth, "none" for metric)."""
-    absrel, d1, rots, trans, folded, vscale = [], [], [], [], [], []
+    absrel, d1, rots, trans, folded, vscale, cdist = [], [], [], [], [], [], []
     for it in items:
         ds = depth_scores(it["depth"], it["gt_depth"], align)
         vscale.append(view_scale_errors(it["depth"], it["gt_depth"]))
+        cdist.append(camera_distance_errors(it["w2c"], it["gt_w2c"], ref=0))
         absrel.append(ds.abs_rel)
         d1.append(ds.delta1)
         pe = relative_pose_errors(it["w2c"], it["gt_w2c"], symmetric=False)
@@ -103,7 +107,14 @@ def score_predictions(items: Sequence[dict[str, np.ndarray]], align: AlignMode =
             "trans_err_median": float(np.median(t)), "trans_flip_frac": float(np.mean(t > 90.0)),
             "trans_err_folded_median": float(np.median(f)), "pose_auc30_folded": pose_auc(np.maximum(r, f)),
             "view_scale_err": float(np.nanmedian(np.concatenate(vscale))),
-            "view_scale_err_p90": float(np.nanpercentile(np.concatenate(vscale), 90))}
+            "view_scale_err_p90": float(np.nanpercentile(np.concatenate(vscale), 90)),
+            "cam_dist_err": _nan_stat(np.concatenate(cdist), 50), "cam_dist_err_p90": _nan_stat(np.concatenate(cdist), 90)}
+
+
+def _nan_stat(values: np.ndarray, percentile: float) -> float:
+    """A percentile over the finite values (NaN when none: e.g. two-view items have one distance, no spread)."""
+    finite = values[np.isfinite(values)]
+    return float(np.percentile(finite, percentile)) if finite.size else float("nan")
 
 
 def _load(keys: Sequence[tuple[int, int, int, int]], seed: int, path_frames: int) -> list[dict[str, torch.Tensor]]:
@@ -189,13 +200,13 @@ def baseline_scores(keys: Sequence[tuple[int, int, int, int]], seed: int = 10_00
         preds.append({"depth": np.ones((S, H, W), np.float32), "gt_depth": item["depth"].numpy(),
                       "w2c": np.tile(np.eye(4, dtype=np.float32), (S, 1, 1)), "gt_w2c": item["w2c"].numpy()})
     s = score_predictions(preds)
-    return {"constant_depth": {k: s[k] for k in ("abs_rel", "delta1", *VIEW_SCALE_COLUMNS)},
+    return {"constant_depth": {k: s[k] for k in ("abs_rel", "delta1", "view_scale_err", "view_scale_err_p90")},
             "identity_poses": {k: s[k] for k in ("pose_auc30", "rot_err_median", *DIRECTION_COLUMNS)}}
 
 
 BENCHMARK_COLUMNS = ("abs_rel", "delta1", "pose_auc30", "rot_err_median", "trans_err_median")
 CONDITIONED_COLUMNS = ("abs_rel", "delta1", "scale_err", "rot_err_median", "trans_err_median")
-VIEW_SCALE_COLUMNS = ("view_scale_err", "view_scale_err_p90")
+VIEW_SCALE_COLUMNS = ("view_scale_err", "view_scale_err_p90", "cam_dist_err", "cam_dist_err_p90")
 DIRECTION_COLUMNS = ("trans_err_median", "trans_flip_frac", "trans_err_folded_median", "pose_auc30_folded")
 
 

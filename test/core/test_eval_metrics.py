@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from da3_core.eval.depth_metrics import depth_scores, view_scale_errors
-from da3_core.eval.pose_metrics import absolute_trajectory_error
+from da3_core.eval.pose_metrics import absolute_trajectory_error, camera_distance_errors
 
 
 def _gt(seed: int = 0) -> np.ndarray:
@@ -111,3 +111,23 @@ def test_view_scale_errors_measure_each_views_scale_against_the_window():
     assert np.isnan(out[3]) and np.allclose(out[:3], [1.0, 1.0, 1.5])
     with pytest.raises(ValueError, match="S, H, W"):
         view_scale_errors(gt[0], gt[0])
+
+
+def test_camera_distance_errors_measure_each_cameras_distance_against_the_window():
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(5, 3))
+    gt = np.stack([_w2c(np.eye(3), c) for c in centres])
+    # the whole window in another similarity frame: every distance in one scale
+    rot = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    similar = np.stack([_w2c(rot, 3.0 * rot @ c + 2.0) for c in centres])
+    out = camera_distance_errors(similar, gt)
+    assert np.isnan(out[0]) and np.allclose(out[1:], 1.0)
+    # cameras 3 and 4 pulled halfway towards camera 0 (a fading spread): their distances are 2x too short
+    moved = centres.copy()
+    moved[3:] = centres[0] + 0.5 * (centres[3:] - centres[0])
+    out = camera_distance_errors(np.stack([_w2c(np.eye(3), c) for c in moved]), gt)
+    # by hand: the log ratios 0, 0, log 0.5, log 0.5 about their median
+    logs = np.log([1.0, 1.0, 0.5, 0.5])
+    np.testing.assert_allclose(out[1:], np.exp(np.abs(logs - np.median(logs))))
+    # one distance has no spread
+    assert np.isnan(camera_distance_errors(gt[:2], gt[:2])).all()
