@@ -106,9 +106,10 @@ def score_predictions(items: Sequence[dict[str, np.ndarray]], align: AlignMode =
             "pose_auc30": pose_auc(np.maximum(r, t)), "rot_err_median": float(np.median(r)),
             "trans_err_median": float(np.median(t)), "trans_flip_frac": float(np.mean(t > 90.0)),
             "trans_err_folded_median": float(np.median(f)), "pose_auc30_folded": pose_auc(np.maximum(r, f)),
-            "view_scale_err": float(np.nanmedian(np.concatenate(vscale))),
-            "view_scale_err_p90": float(np.nanpercentile(np.concatenate(vscale), 90)),
-            "cam_dist_err": _nan_stat(np.concatenate(cdist), 50), "cam_dist_err_p90": _nan_stat(np.concatenate(cdist), 90)}
+            "view_scale_err": _nan_stat(np.concatenate(vscale), 50),
+            "view_scale_err_p90": _nan_stat(np.concatenate(vscale), 90),
+            "cam_dist_err": _nan_stat(np.concatenate(cdist), 50),
+            "cam_dist_err_p90": _nan_stat(np.concatenate(cdist), 90)}
 
 
 def _nan_stat(values: np.ndarray, percentile: float) -> float:
