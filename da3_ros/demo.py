@@ -167,15 +167,14 @@ class Recorder:
         self.rclpy.try_shutdown()
 
 
-def single_camera_window(weights: str, oracle: bool = False) -> tuple[int, int]:
-    """(frames per window, frames shared) of the one-camera modes: what the node runs these weights with by default
-    (their config.json's ``stream_window``, the embedded default's 4 sharing 2; else 8 sharing 2)."""
-    from da3_ros.params import DEFAULT_WINDOW
+def single_camera_window(args: argparse.Namespace) -> tuple[int, int]:
+    """(frames per window, frames shared) of the one-camera modes: the node's own default for the predictor and
+    weights the demo gives it (the weights' config.json ``stream_window``, the embedded default's 4 sharing 2;
+    else 8 sharing 2)."""
     from da3_ros.replay import parameter_values
 
-    if oracle:
-        return DEFAULT_WINDOW
-    v = parameter_values({"weights": weights})
+    v = parameter_values({"predictor": "oracle", "oracle_sequence": args.spec} if args.oracle
+                         else {"weights": args.weights})
     return v["window_size"], v["overlap"]
 
 
@@ -395,7 +394,7 @@ def _user_bag(args, out: Path, env) -> int:
         return 2
     info_topic = bags.find_camera_info_topic(info, image_topic)
     compressed = info.topics[image_topic].msgtype == bags.COMPRESSED
-    run = Run("da3", [0], {}, *single_camera_window(args.weights))
+    run = Run("da3", [0], {}, *single_camera_window(args))
     rate = 1.0 if args.rate == "auto" else float(args.rate)
     rec = Recorder(env)
     try:
@@ -448,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{bag} ({time.perf_counter() - t_start:.1f} s)")
     print(f"    model: {_model_text(args)}")
     scores: dict[str, dict] = {}
-    runs = _runs(modes, robot.n_cameras, single_camera_window(args.weights, args.oracle))
+    runs = _runs(modes, robot.n_cameras, single_camera_window(args))
     rec = Recorder(env) if runs else None
     try:
         for n, run in enumerate(runs, start=2):

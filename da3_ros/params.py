@@ -245,8 +245,9 @@ def resolve_window(values: dict[str, Any]) -> dict[str, Any]:
     """``values`` with ``window_size`` 0 / ``overlap`` -1 replaced by the weights' recommendation
     (:func:`da3_core.weights.loading.stream_window`; weights '' = the embedded default), else by
     :data:`DEFAULT_WINDOW`. The recommendation counts time steps, so a rig of N cameras (``cameras``) gets N times
-    it in frames (at most 64); an overlap left to it is capped at window_size - 1. Raises ValueError naming the
-    parameter when the result does not fit, or when the weights' config.json holds a malformed stream_window."""
+    it in frames (at most 64); an overlap left to it is capped at window_size - 1. Whether the result fits (a given
+    overlap against a recommended window) is :func:`validate`'s to say (:func:`checked_values` runs it again);
+    raises ValueError when the weights' config.json holds a malformed stream_window."""
     if values["window_size"] and values["overlap"] >= 0:
         return values
     recommended = None
@@ -264,9 +265,6 @@ def resolve_window(values: dict[str, Any]) -> dict[str, Any]:
     out = dict(values)
     out["window_size"] = values["window_size"] or window
     out["overlap"] = values["overlap"] if values["overlap"] >= 0 else min(overlap, out["window_size"] - 1)
-    if out["overlap"] >= out["window_size"]:
-        raise ValueError(f"parameter 'overlap' = {out['overlap']} must be smaller than 'window_size' = "
-                         f"{out['window_size']} (the weights' recommended window; valid range [0, window_size - 1])")
     return out
 
 

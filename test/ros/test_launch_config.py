@@ -77,6 +77,9 @@ def test_the_window_defaults_to_the_weights_recommendation(tmp_path):
     assert (v["window_size"], v["overlap"]) == (6, 3)
     v = resolve_window({**defaults, "window_size": 2})
     assert (v["window_size"], v["overlap"]) == (2, 1)
+    # a given overlap that does not fit the recommended window is refused, naming both
+    _, errors = checked_values({**defaults, "overlap": 4})
+    assert len(errors) == 1 and "'overlap' = 4" in errors[0] and "'window_size' = 4" in errors[0]
     # three cameras: 4 time steps sharing 2 = 12 frames sharing 6
     v, errors = checked_values({**defaults, "cameras": "cam0,cam1,cam2"})
     assert errors == [] and (v["window_size"], v["overlap"]) == (12, 6)
