@@ -55,7 +55,7 @@ def robot_spec(seed: int, frames: int = 0) -> str:
 
 
 def da3_alone_ate(weights: str, spec: str, process_res: int = 168, oracle: bool = False, window: int = 0,
-                  overlap: int = -1) -> dict[str, float]:
+                  overlap: int = -1, refine: str = "auto") -> dict[str, float]:
     """Run the node's pipeline on camera 0 of the robot ``spec`` (the demo's ``da3`` mode) and score its path."""
     import numpy as np
 
@@ -67,7 +67,8 @@ def da3_alone_ate(weights: str, spec: str, process_res: int = 168, oracle: bool 
     from da3_ros.replay import eval_stride, parameter_values, trajectory_accuracy
     from da3_ros.robot_sim import RobotSequence, camera_frame
 
-    values = {"window_size": window, "overlap": overlap, "process_res": process_res, "voxel_size": 0.0}
+    values = {"window_size": window, "overlap": overlap, "process_res": process_res, "voxel_size": 0.0,
+              "pose_refine": refine}
     if oracle:
         values.update(predictor="oracle", oracle_sequence=spec, oracle_mode="relative")
     elif weights:
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=int, default=0, help="frames per window (0 = the weights' recommendation)")
     ap.add_argument("--overlap", type=int, default=-1, help="frames shared by neighbouring windows (-1 = the "
                     "weights' recommendation)")
+    ap.add_argument("--refine", default="auto", choices=("auto", "photometric", "off"),
+                    help="the node's pose_refine (auto = the weights' recommendation)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--oracle", action="store_true", help="exact geometry instead of a network")
     ap.add_argument("--json", type=Path, help="also write the scores here")
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         per_seed = {}
         for seed in seeds:
             per_seed[seed] = da3_alone_ate(weights, robot_spec(seed, args.frames), args.process_res, oracle=args.oracle,
-                                           window=args.window, overlap=args.overlap)
+                                           window=args.window, overlap=args.overlap, refine=args.refine)
             sc = per_seed[seed]
             print(f"{name}  seed {seed:3d}: ATE {100 * sc['ate_rel_extent']:6.1f} % of the path extent "
                   f"({sc['ate_rmse']:.3f} m, {sc['poses']} poses); depth AbsRel {sc['abs_rel']:.3f} (per frame "

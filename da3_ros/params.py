@@ -88,6 +88,12 @@ PARAMS: tuple[Param, ...] = (
           "is 4 frames sharing 2), else 8", range=(0, 64)),
     Param("overlap", -1, "frames shared with the previous window (chaining needs >= 1); a rig shares "
           "ceil(overlap / N) time steps; -1 = the weights' recommendation, else 2", range=(-1, 63)),
+    Param("pose_refine", "auto", "'photometric': a one-camera window's cameras and per-view depth scales come from "
+          "direct image alignment on its depth before chaining (da3_core.stream.photometric; for weights whose views "
+          "disagree in scale); 'off'; 'auto' = the weights' recommendation (their config.json's stream_refine: the "
+          "embedded default's is photometric), else off", choices=("auto", "photometric", "off")),
+    Param("refine_max_rotation_deg", 6.0, "pose_refine: largest change of rotation between consecutive frames' "
+          "motions the alignment may find (deg; beyond it the last motion is kept)", range=(0.1, 180.0)),
     Param("min_interval_s", 0.0, "keyframe gate: least time between keyframes (s, 0 = off)", range=(0.0, 60.0)),
     Param("min_motion", 0.0, "keyframe gate: least mean grey-level change (0-255, 0 = off)", range=(0.0, 255.0)),
     Param("max_pending_windows", 1, "windows waiting for the inference worker: 1 = latest wins (live cameras), more = "
@@ -226,12 +232,13 @@ def validate(values: dict[str, Any]) -> list[str]:
 
 
 def checked_values(values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """(values with the window resolved by :func:`resolve_window`, every problem): what the node and replay run."""
+    """(values with the window and the refinement resolved by :func:`resolve_window` and :func:`resolve_refine`,
+    every problem): what the node and replay run."""
     errors = validate(values)
     if errors:
         return values, errors
     try:
-        values = resolve_window(values)
+        values = resolve_refine(resolve_window(values))
     except ValueError as exc:
         return values, [str(exc)]
     return values, validate(values)
@@ -250,13 +257,10 @@ def resolve_window(values: dict[str, Any]) -> dict[str, Any]:
     raises ValueError when the weights' config.json holds a malformed stream_window."""
     if values["window_size"] and values["overlap"] >= 0:
         return values
-    recommended = None
-    if values["predictor"] == "da3":
-        from da3_core.weights.embedded import EMBEDDED_DEFAULT
-        from da3_core.weights.loading import stream_window
+    from da3_core.weights.loading import stream_window
 
-        source = Path(values["weights"]).expanduser() if values["weights"] else EMBEDDED_DEFAULT
-        recommended = stream_window(source) if source.exists() else None
+    source = _weights_source(values)
+    recommended = stream_window(source) if source is not None else None
     if recommended is None:
         window, overlap = DEFAULT_WINDOW
     else:
@@ -266,6 +270,29 @@ def resolve_window(values: dict[str, Any]) -> dict[str, Any]:
     out["window_size"] = values["window_size"] or window
     out["overlap"] = values["overlap"] if values["overlap"] >= 0 else min(overlap, out["window_size"] - 1)
     return out
+
+
+def _weights_source(values: dict[str, Any]) -> Path | None:
+    """The checkpoint the da3 predictor loads (weights '' = the embedded default), None for the oracle or when it
+    does not exist (:func:`resource_errors` reports that)."""
+    if values["predictor"] != "da3":
+        return None
+    from da3_core.weights.embedded import EMBEDDED_DEFAULT
+
+    source = Path(values["weights"]).expanduser() if values["weights"] else EMBEDDED_DEFAULT
+    return source if source.exists() else None
+
+
+def resolve_refine(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with ``pose_refine`` 'auto' replaced by the weights' recommendation
+    (:func:`da3_core.weights.loading.stream_refine`: the embedded default's is 'photometric'), else 'off' (official
+    checkpoints, the oracle); raises ValueError when the weights' config.json holds a malformed stream_refine."""
+    if values["pose_refine"] != "auto":
+        return values
+    from da3_core.weights.loading import stream_refine
+
+    source = _weights_source(values)
+    return {**values, "pose_refine": (stream_refine(source) if source is not None else None) or "off"}
 
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")
@@ -405,12 +432,13 @@ def rig_window(values: dict[str, Any]):
 def pipeline_config(values: dict[str, Any]):
     """The streaming pipeline's configuration from parameter values (live node and offline replay alike), their
     window resolved (:func:`checked_values`)."""
+    from da3_core.stream.photometric import RefineConfig
     from da3_core.stream.pipeline import PipelineConfig
 
     v = values
-    if v["window_size"] < 2 or v["overlap"] < 0:
-        raise ValueError(f"window_size {v['window_size']} / overlap {v['overlap']} are not resolved; pass the values "
-                         "through checked_values (or replay.parameter_values) first")
+    if v["window_size"] < 2 or v["overlap"] < 0 or v["pose_refine"] == "auto":
+        raise ValueError(f"window_size {v['window_size']} / overlap {v['overlap']} / pose_refine {v['pose_refine']!r} "
+                         "are not resolved; pass the values through checked_values (or replay.parameter_values) first")
     return PipelineConfig(window_size=v["window_size"], overlap=v["overlap"], min_interval_s=v["min_interval_s"],
                           min_motion=v["min_motion"], voxel_size=v["voxel_size"] or None,
                           map_max_points=v["map_max_points"], cloud_conf_percentile=v["cloud_conf_percentile"],
@@ -420,7 +448,8 @@ def pipeline_config(values: dict[str, Any]):
                           pose_graph=v["pose_graph"], loop_closure=v["pose_graph"] and v["loop_closure"],
                           submaps=v["submaps"], loop=loop_config(v), tsdf=v["tsdf"],
                           tsdf_every_n_frames=v["tsdf_every_n_frames"], tsdf_queue_size=v["tsdf_queue_size"],
-                          tsdf_map=tsdf_config(v))
+                          tsdf_map=tsdf_config(v), pose_refine=v["pose_refine"],
+                          refine=RefineConfig(max_rotation_deg=v["refine_max_rotation_deg"]))
 
 
 def tsdf_config(values: dict[str, Any]):

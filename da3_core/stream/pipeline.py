@@ -42,6 +42,7 @@ from da3_core.stream.cloud import CloudBuilder
 from da3_core.stream.drift import DriftMonitor, DriftSample
 from da3_core.stream.frame import Frame, FrameError, validate_frame
 from da3_core.stream.loop_closure import LoopCloser, LoopConfig, apply_sim3_to_pose
+from da3_core.stream.photometric import PhotometricRefiner, RefineConfig
 from da3_core.stream.predictor import Predictor, WindowPrediction
 from da3_core.stream.rig import align_to_rig
 from da3_core.stream.submaps import SubmapStore
@@ -90,6 +91,9 @@ class PipelineConfig:
     tsdf_every_n_frames: int = 6  # every n-th new frame is a TSDF keyframe
     tsdf_queue_size: int = 4  # live mode: keyframes waiting for the TSDF thread (more are dropped, counted)
     tsdf_map: TsdfConfig = field(default_factory=lambda: TsdfConfig(voxel_size=0.05, stride=2, block_count=2000))
+    pose_refine: str = "off"  # "photometric": one-camera relative windows get their cameras and per-view depth
+    # scales from direct image alignment on their depth before chaining (da3_core.stream.photometric)
+    refine: RefineConfig = field(default_factory=RefineConfig)  # its knobs
 
 
 @dataclass
@@ -146,6 +150,9 @@ class StreamPipeline:
         self.chainer = WindowChainer(mode=cfg.chain_mode, max_correspondences=cfg.chain_correspondences,
                                      conf_percentile=cfg.chain_conf_percentile, robust=cfg.chain_robust,
                                      seed=cfg.seed, origin=cfg.map_origin)
+        if cfg.pose_refine not in ("off", "photometric"):
+            raise ValueError(f"pose_refine = {cfg.pose_refine!r}: use 'off' or 'photometric'")
+        self.refiner = PhotometricRefiner(cfg.refine) if cfg.pose_refine == "photometric" else None
         self.map: VoxelMap | None = None if cfg.voxel_size is None else VoxelMap(cfg.voxel_size, cfg.map_max_points)
         self.submaps: SubmapStore | None = None  # created with the map when cfg.submaps or cfg.pose_graph
         self.loops: LoopCloser | None = None  # created at the first window when cfg.pose_graph
@@ -262,6 +269,8 @@ class StreamPipeline:
         pred = self.predictor.predict(window.frames)
         c_pred = time.thread_time() - c_pred
         pred = self._to_rig(window, pred)
+        if self.refiner is not None:
+            pred = self.refiner.refine(window.frames, pred)
         with self._lock:
             if epoch != self._epoch:
                 self.counts["stale_windows"] += 1
@@ -428,6 +437,8 @@ class StreamPipeline:
         with self._window_lock, self._lock:
             self.window.reset()
             self.chainer.reset()
+            if self.refiner is not None:
+                self.refiner.reset()
             if self.map is not None:
                 self.map.clear()
             if self.submaps is not None:

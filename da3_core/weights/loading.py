@@ -87,14 +87,8 @@ def stream_window(path: str | Path) -> tuple[int, int] | None:
     beside a weights file or in a checkpoint folder); None when it names none (official checkpoints: the caller's
     default). A model that cannot relate distant views well (the embedded default: its per-view depth scale and its
     camera spread degrade with the distance to the reference view) chains better in short windows."""
-    path = Path(path).expanduser()
-    config = (path if path.is_dir() else path.parent) / "config.json"
-    if not config.is_file():
-        return None
-    try:
-        value = json.loads(config.read_text()).get(STREAM_WINDOW_KEY)
-    except (OSError, json.JSONDecodeError, AttributeError) as exc:
-        raise WeightsError(f"{config} is not a JSON object ({exc}); fix or remove it") from exc
+    value = _config_value(path, STREAM_WINDOW_KEY)
+    config = _config_path(path)
     if value is None:
         return None
     if (not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
@@ -103,6 +97,39 @@ def stream_window(path: str | Path) -> tuple[int, int] | None:
         raise WeightsError(f"{config}: {STREAM_WINDOW_KEY} = {value!r} must be [window, overlap], two integers with "
                            "2 <= window <= 64 and 0 <= overlap < window (or leave it out)")
     return int(value[0]), int(value[1])
+
+
+STREAM_REFINE_KEY = "stream_refine"
+"""config.json key of a checkpoint's recommended window refinement (``"photometric"`` or ``"off"``)."""
+STREAM_REFINE_CHOICES = ("photometric", "off")
+
+
+def stream_refine(path: str | Path) -> str | None:
+    """The window refinement a checkpoint recommends, from ``config.json``'s ``stream_refine``
+    (:data:`STREAM_REFINE_CHOICES`, see :mod:`da3_core.stream.photometric`); None when it names none (official
+    checkpoints: the caller's default, off). A model whose views disagree in depth scale (the embedded default)
+    chains into a consistent map only when the images set each view's scale."""
+    value = _config_value(path, STREAM_REFINE_KEY)
+    if value is not None and value not in STREAM_REFINE_CHOICES:
+        raise WeightsError(f"{_config_path(path)}: {STREAM_REFINE_KEY} = {value!r} must be one of "
+                           f"{', '.join(repr(c) for c in STREAM_REFINE_CHOICES)} (or leave it out)")
+    return value
+
+
+def _config_path(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    return (path if path.is_dir() else path.parent) / "config.json"
+
+
+def _config_value(path: str | Path, key: str):
+    """``key`` of the config.json beside a weights file or in a checkpoint folder; None without the file or key."""
+    config = _config_path(path)
+    if not config.is_file():
+        return None
+    try:
+        return json.loads(config.read_text()).get(key)
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise WeightsError(f"{config} is not a JSON object ({exc}); fix or remove it") from exc
 
 
 def _variant_from_metadata(weights: Path) -> str | None:

@@ -18,6 +18,7 @@ from da3_core.weights.loading import (
     load_weights_strict,
     resolve_checkpoint,
     save_weights,
+    stream_refine,
     stream_window,
 )
 from da3_core.weights.recipe import apply_recipe, recipe_value, state_dict_sha256
@@ -135,3 +136,19 @@ def test_stream_window_is_read_from_config_json_and_checked(tmp_path):
     (folder / "config.json").write_text("{not json")
     with pytest.raises(WeightsError, match="config.json"):
         stream_window(folder)
+
+
+def test_stream_refine_is_read_from_config_json_and_checked(tmp_path):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    assert stream_refine(folder) is None  # no config.json
+    (folder / "config.json").write_text(json.dumps({"model_name": "da3-large"}))
+    assert stream_refine(folder) is None  # official checkpoints name none: the caller's default (off)
+    for value in ("photometric", "off"):
+        (folder / "config.json").write_text(json.dumps({"stream_refine": value}))
+        assert stream_refine(folder) == value
+        assert stream_refine(folder / "model.safetensors") == value
+    for bad in ("Photometric", "on", True, 1, ["photometric"]):
+        (folder / "config.json").write_text(json.dumps({"stream_refine": bad}))
+        with pytest.raises(WeightsError, match="stream_refine.*config.json|config.json.*stream_refine"):
+            stream_refine(folder)

@@ -15,6 +15,8 @@ from da3_ros.params import (
     PARAMS,
     checked_values,
     parameter_yaml,
+    pipeline_config,
+    resolve_refine,
     resolve_window,
     resource_errors,
     validate,
@@ -87,6 +89,36 @@ def test_the_window_defaults_to_the_weights_recommendation(tmp_path):
     (official / "config.json").write_text(json.dumps({"model_name": "da3-large", "stream_window": [4, 4]}))
     v, errors = checked_values({**defaults, "weights": str(official)})
     assert len(errors) == 1 and "stream_window" in errors[0] and "config.json" in errors[0]
+
+
+def test_pose_refine_defaults_to_the_weights_recommendation(tmp_path):
+    """pose_refine 'auto' (the default): the weights' config.json stream_refine (the embedded default's is
+    photometric), off for weights that name none (official checkpoints) and for the oracle; a given value wins; the
+    pipeline gets it, and refuses values that were not resolved."""
+    from da3_core.weights.embedded import EMBEDDED_DEFAULT
+    from da3_core.weights.loading import stream_refine
+
+    defaults = {p.name: p.default for p in PARAMS}
+    assert defaults["pose_refine"] == "auto"
+    assert stream_refine(EMBEDDED_DEFAULT) == "photometric"
+    assert resolve_refine(defaults)["pose_refine"] == "photometric"
+    official = tmp_path / "official"
+    official.mkdir()
+    (official / "config.json").write_text(json.dumps({"model_name": "da3-large"}))
+    assert resolve_refine({**defaults, "weights": str(official)})["pose_refine"] == "off"
+    assert resolve_refine({**defaults, "predictor": "oracle", "oracle_sequence": "room"})["pose_refine"] == "off"
+    assert resolve_refine({**defaults, "pose_refine": "off"})["pose_refine"] == "off"
+    v, errors = checked_values({**defaults, "weights": str(official), "pose_refine": "photometric",
+                                "refine_max_rotation_deg": 3.0})
+    assert errors == []
+    cfg = pipeline_config(v)
+    assert cfg.pose_refine == "photometric" and cfg.refine.max_rotation_deg == 3.0
+    with pytest.raises(ValueError, match="pose_refine"):
+        pipeline_config({**v, "pose_refine": "auto"})
+    assert any("'pose_refine'" in e for e in validate({**defaults, "pose_refine": "on"}))
+    (official / "config.json").write_text(json.dumps({"stream_refine": "yes"}))
+    _, errors = checked_values({**defaults, "weights": str(official)})
+    assert len(errors) == 1 and "stream_refine" in errors[0] and "config.json" in errors[0]
 
 
 def test_backend_and_precision_the_machine_cannot_serve_are_named(tmp_path, monkeypatch):
