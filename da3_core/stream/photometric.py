@@ -51,6 +51,8 @@ class RefineConfig:
     max_side: int = 192  # images and depths are block-averaged by an integer factor until their long side is <= this
     grid_step: int = 2  # pixel step of the points that score a motion and measure b's scale
     cache_size: int = 256  # pairs remembered (a window's shared frames reuse their pair's motion)
+    min_baseline_m: float = 0.05  # pose-conditioned windows: pairs whose given cameras moved less set no metric scale
+    max_direction_deg: float = 30.0  # ... nor pairs whose aligned motion points elsewhere than the given one
 
     def __post_init__(self) -> None:
         if not 0.0 < self.max_rotation_deg <= 180.0:
@@ -67,7 +69,7 @@ class RefineConfig:
 class PairMotion:
     """One aligned pair, unit-free: ``R`` (3, 3) and ``t_rel`` (3,) of T(b <- a) with the translation over the median
     depth of a; ``scale_rel`` = b's rescaled median depth over a's; ``residual`` the mean absolute photometric error
-    (grey levels in [0, 1]) of the motion; ``source``: velocity | identity | network | coasted."""
+    (grey levels in [0, 1]) of the motion; ``source``: velocity | identity | network | given | coasted."""
 
     R: np.ndarray
     t_rel: np.ndarray
@@ -240,22 +242,31 @@ class PhotometricRefiner:
         self.cfg = config or RefineConfig()
         self.counts: Counter[str] = Counter()
         self._pairs: OrderedDict[tuple, PairMotion] = OrderedDict()
-        self._prior: PairMotion | None = None
+        self._prior: dict[int, PairMotion] = {}  # camera -> its last pair's motion (the motion prior)
+        self._metres_per_unit: dict[int, float] = {}  # camera -> metres per depth unit (pose-conditioned windows)
         self._lock = threading.Lock()
 
     def reset(self) -> None:
         with self._lock:
             self._pairs.clear()
-            self._prior = None
+            self._prior.clear()
+            self._metres_per_unit.clear()
 
     @staticmethod
     def applies_to(frames: list[Frame], pred: WindowPrediction) -> bool:
-        """One camera, relative (not metric, not pose-conditioned), at least two views."""
-        return (len(frames) >= 2 and not pred.is_metric and not pred.pose_conditioned
-                and len({(f.camera, f.frame_id) for f in frames}) == 1)
+        """At least two views of one camera, and either relative with one camera (the network's own cameras) or
+        conditioned on metric poses, any number of cameras (the given cameras set the scale, camera by camera); not a
+        metric network's own cameras, nor a relative rig (its mounts set its scale)."""
+        cameras = [f.camera for f in frames]
+        if max(cameras.count(c) for c in set(cameras)) < 2:
+            return False
+        if pred.pose_conditioned:
+            return pred.is_metric
+        return not pred.is_metric and len({(f.camera, f.frame_id) for f in frames}) == 1
 
     def refine(self, frames: list[Frame], pred: WindowPrediction) -> WindowPrediction:
-        """``pred`` with its cameras and per-view depth scales from the images (unchanged where it does not apply)."""
+        """``pred`` with its cameras (relative windows) and per-view depth scales (all) from the images; unchanged
+        where it does not apply."""
         if not self.applies_to(frames, pred):
             self.counts["windows_unchanged"] += 1
             return pred
@@ -265,8 +276,12 @@ class PhotometricRefiner:
             self.counts["windows_without_depth"] += 1  # a view with no valid depth has no scale to carry
             return pred
         with self._lock:
-            depth, w2c = self._refine(frames, pred, views)
-        self.counts["windows_refined"] += 1
+            try:
+                depth, w2c = self._refine(frames, pred, views)
+            except (RuntimeError, ValueError, np.linalg.LinAlgError):  # the window goes on as the network gave it
+                self.counts["windows_refine_failed"] += 1
+                return pred
+        self.counts["windows_scaled_by_poses" if pred.pose_conditioned else "windows_refined"] += 1
         timings = dict(pred.timings)
         timings["refine_s"] = time.perf_counter() - t0
         return replace(pred, depth=depth, w2c=w2c, timings=timings)
@@ -281,36 +296,74 @@ class PhotometricRefiner:
         return views
 
     def _refine(self, frames: list[Frame], pred: WindowPrediction, views: list) -> tuple[np.ndarray, np.ndarray]:
-        n = len(frames)
-        scales = np.ones(n)
+        """(depth, w2c) of the window. Each camera's views, in window order (time order), form a chain of pairs.
+        Relative windows get the aligned cameras and per-view scales; windows conditioned on metric poses keep their
+        poses, and each camera's depth gets its per-view scales times the metric scale that the given motion puts
+        on the aligned one (:meth:`_metric_scale`)."""
+        scales = np.ones(len(frames))
+        given = pred.w2c if pred.pose_conditioned else None
         w2c = np.array(pred.w2c, dtype=np.float64, copy=True)
-        for b in range(1, n):
-            a = b - 1
-            depth_a = views[a][1] * scales[a]
-            median_a = float(np.nanmedian(depth_a))
-            key = (frames[a].camera, int(frames[a].stamp_ns), int(frames[b].stamp_ns))
-            motion = self._pairs.get(key)
-            if motion is not None:
-                self.counts["pairs_reused"] += 1
-                self._pairs.move_to_end(key)
-            else:
-                motion = self._align(views[a], depth_a, views[b], pred, a, b, scales[a], median_a)
-                self._pairs[key] = motion
-                while len(self._pairs) > self.cfg.cache_size:
-                    self._pairs.popitem(last=False)
-                self.counts[f"pairs_{motion.source}"] += 1
-            self._prior = motion
-            scales[b] = motion.scale_rel * median_a / float(np.nanmedian(views[b][1]))
-            w2c[b] = motion.transform(median_a) @ w2c[a]
+        for camera in dict.fromkeys(f.camera for f in frames):
+            chain = [k for k, f in enumerate(frames) if f.camera == camera]
+            pairs = []  # (aligned T(b <- a) in the chain's first view's units, the given one in metres, motion)
+            for a, b in zip(chain[:-1], chain[1:]):
+                depth_a = views[a][1] * scales[a]
+                median_a = float(np.nanmedian(depth_a))
+                motion = self._pair(frames, views, pred, a, b, scales[a], median_a, given)
+                scales[b] = motion.scale_rel * median_a / float(np.nanmedian(views[b][1]))
+                if given is None:
+                    w2c[b] = motion.transform(median_a) @ w2c[a]
+                else:
+                    pairs.append((motion.transform(median_a), given[b] @ invert_rigid(given[a]), motion))
+            if given is not None:
+                scales[chain] *= self._metric_scale(camera, pairs)
         return (pred.depth * scales[:, None, None]).astype(pred.depth.dtype, copy=False), w2c
 
-    def _align(self, view_a, depth_a, view_b, pred, a, b, scale_a, median_a) -> PairMotion:
-        network = pred.w2c[b] @ invert_rigid(pred.w2c[a])
-        network[:3, 3] *= scale_a  # the network's translation in a's rescaled units
-        prior = np.eye(4) if self._prior is None else self._prior.transform(median_a)
-        starts = {"velocity": prior, "identity": np.eye(4), "network": network}
-        if self._prior is None:
+    def _pair(self, frames, views, pred, a, b, scale_a, median_a, given) -> PairMotion:
+        """The pair's motion: remembered (the frames a window shares with the last), else aligned."""
+        key = (frames[a].camera, int(frames[a].stamp_ns), int(frames[b].stamp_ns))
+        motion = self._pairs.get(key)
+        if motion is not None:
+            self.counts["pairs_reused"] += 1
+            self._pairs.move_to_end(key)
+        else:
+            motion = self._align(views[a], views[a][1] * scale_a, views[b], pred, a, b, scale_a, median_a, given,
+                                 self._prior.get(frames[a].camera))
+            self._pairs[key] = motion
+            while len(self._pairs) > self.cfg.cache_size:
+                self._pairs.popitem(last=False)
+            self.counts[f"pairs_{motion.source}"] += 1
+        self._prior[frames[a].camera] = motion
+        return motion
+
+    def _metric_scale(self, camera: int, pairs: list[tuple[np.ndarray, np.ndarray, PairMotion]]) -> float:
+        """Metres per unit of a camera's rescaled depth: the median over its pairs of |given translation| /
+        |aligned translation|, counting pairs whose given cameras moved at least ``min_baseline_m``, that were
+        aligned (not coasted) and whose two motions point within ``max_direction_deg`` of each other; none counting:
+        the camera's last value (1 before any: the network's own scale)."""
+        ratios = []
+        for T, given, motion in pairs:
+            t, g = T[:3, 3], given[:3, 3]
+            nt, ng = float(np.linalg.norm(t)), float(np.linalg.norm(g))
+            if motion.source == "coasted" or ng < self.cfg.min_baseline_m or nt <= 0:
+                continue
+            if np.degrees(np.arccos(np.clip(t @ g / (nt * ng), -1.0, 1.0))) > self.cfg.max_direction_deg:
+                continue
+            ratios.append(ng / nt)
+        if ratios:
+            self._metres_per_unit[camera] = float(np.median(ratios))
+        else:
+            self.counts["scale_kept"] += 1
+        return self._metres_per_unit.get(camera, 1.0)
+
+    def _align(self, view_a, depth_a, view_b, pred, a, b, scale_a, median_a, given, last) -> PairMotion:
+        own = pred.w2c[b] @ invert_rigid(pred.w2c[a])  # the network's motion, or the given one (metres)
+        own[:3, 3] *= scale_a  # in a's rescaled units (the given cameras: as if the depth were metric)
+        velocity = np.eye(4) if last is None else last.transform(median_a)
+        starts = {"velocity": velocity, "identity": np.eye(4), "given" if given is not None else "network": own}
+        if last is None:
             starts.pop("velocity")
+        prior = own if given is not None else velocity  # the rotation limit is around the given motion when known
         gray_b, depth_b, _ = view_b
         T, s, err, source = align_pair(view_a[0], depth_a, gray_b, depth_b, view_a[2], starts, prior, self.cfg)
         scale_rel = s * float(np.nanmedian(depth_b)) / median_a

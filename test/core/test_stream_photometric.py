@@ -206,3 +206,65 @@ def test_downsampling_keeps_the_rays_of_the_blocks():
     assert np.isnan(depth_s[1, 2]) and np.isfinite(depth_s).sum() == depth_s.size - 1
     same = downsampled(cols, depth, Kf, max_side=42)
     assert same[0] is cols and same[2] is Kf
+
+
+def mounted(E: np.ndarray, yaw_deg: float = 25.0, side_m: float = 0.12) -> np.ndarray:
+    """w2c of a second camera on the same rig: turned by ``yaw_deg`` and ``side_m`` to the side of the first."""
+    c, s = np.cos(np.radians(yaw_deg)), np.sin(np.radians(yaw_deg))
+    M = np.eye(4)  # T(cam1 <- cam0)
+    M[:3, :3] = [[c, 0, -s], [0, 1, 0], [s, 0, c]]
+    M[:3, 3] = M[:3, :3] @ np.array([-side_m, 0.0, 0.0])
+    return M @ E
+
+
+@lru_cache(maxsize=1)
+def rig_walk() -> tuple[list[Frame], list[np.ndarray], list[np.ndarray]]:
+    """Two cameras on the walk's rig, steps 0-7: frames (step by step, cameras in index order), depth, w2c."""
+    frames0, depths0, w2cs0 = walk()
+    scene = make_scene("room", seed=1)
+    frames, depths, w2cs = [], [], []
+    for i in range(8):
+        E1 = mounted(w2cs0[i])
+        r = render(scene, E1, K, HW, normals=False, ids=False)
+        frames += [replace(frames0[i], index=len(frames)),
+                   replace(frames0[i], rgb=r.rgb, frame_id="cam1", camera=1, index=len(frames) + 1)]
+        depths += [depths0[i], np.where(np.isfinite(r.depth), r.depth, np.nan).astype(np.float32)]
+        w2cs += [w2cs0[i], E1]
+    return frames, depths, w2cs
+
+
+def conditioned(frames: list[Frame], depths: list[np.ndarray], w2cs: list[np.ndarray], factors) -> WindowPrediction:
+    """A window conditioned on the true metric poses whose depth misses the truth by a factor per view (the
+    network's conditioned scale)."""
+    depth = np.stack([depths[f.index] * np.float32(c) for f, c in zip(frames, factors)])
+    return WindowPrediction(depth=depth, conf=np.ones_like(depth), sky=None, K=np.stack([K] * len(frames)),
+                            w2c=np.stack([w2cs[f.index] for f in frames]), is_metric=True, pose_conditioned=True)
+
+
+def test_a_window_conditioned_on_metric_poses_gets_metric_depth():
+    """The given cameras keep their poses; every view's depth, 0.6-1.7x off, comes out in metres (within the
+    alignment's few per cent), camera by camera on a rig; a window whose given cameras do not move keeps the last
+    scale."""
+    frames, depths, w2cs = walk()
+    factors = [1.6, 0.7, 1.2, 1.7]
+    window = frames[4:8]
+    pred = conditioned(window, depths, w2cs, factors)
+    refiner = PhotometricRefiner()
+    out = refiner.refine(window, pred)
+    np.testing.assert_array_equal(out.w2c, pred.w2c)
+    errors = [np.nanmedian(out.depth[k] / depths[f.index]) for k, f in enumerate(window)]
+    np.testing.assert_allclose(errors, 1.0, rtol=0.06)
+    assert refiner.counts["windows_scaled_by_poses"] == 1
+    # the robot stands still: nothing to measure, the last metres per unit are kept
+    still = [replace(frames[7], stamp_ns=frames[7].stamp_ns + k) for k in range(1, 4)]
+    held = refiner.refine(still, conditioned(still, depths, w2cs, [1.6, 1.6, 1.6]))
+    assert refiner.counts["scale_kept"] == 1
+    # its first view is 1.6x off as the first window's first view was: the kept metres per unit put it where that was
+    np.testing.assert_allclose(np.nanmedian(held.depth[0] / depths[7]), errors[0], rtol=1e-5)
+
+    rig_frames, rig_depths, rig_w2cs = rig_walk()
+    window = rig_frames[6:12]  # steps 3, 4, 5 of both cameras
+    factors = [1.5, 0.6, 1.3, 0.8, 1.1, 1.7]
+    out = PhotometricRefiner().refine(window, conditioned(window, rig_depths, rig_w2cs, factors))
+    errors = [np.nanmedian(out.depth[k] / rig_depths[f.index]) for k, f in enumerate(window)]
+    np.testing.assert_allclose(errors, 1.0, rtol=0.08)
