@@ -8,7 +8,7 @@ weights of similar held-out scores. This runs the same thing on robots ``--seeds
 seed changed: other rooms, other drives) without ROS processes: the node's own pipeline
 (:class:`da3_core.stream.pipeline.StreamPipeline` built from the node's parameters, as ``replay`` does) fed the
 camera the demo's ``da3`` mode reads (cam0), in the window the weights recommend as the node and the demo run it
-(``stream_window`` in their config.json: the embedded default's 4 frames sharing 2; else 8 sharing 2;
+(``stream_window`` in their config.json: the embedded default's 6 frames sharing 3; else 8 sharing 2;
 ``--window`` / ``--overlap`` try others), the node's reference view and process_res 168, no end-of-stream flush
 (the live node has none); ATE after Sim(3) alignment over the path's extent, as the demo prints it; and the
 demo's depth AbsRel (one median scale for the whole run, as ``make demo`` scores it) next to the same depth
@@ -55,8 +55,10 @@ def robot_spec(seed: int, frames: int = 0) -> str:
 
 
 def da3_alone_ate(weights: str, spec: str, process_res: int = 168, oracle: bool = False, window: int = 0,
-                  overlap: int = -1, refine: str = "auto") -> dict[str, float]:
-    """Run the node's pipeline on camera 0 of the robot ``spec`` (the demo's ``da3`` mode) and score its path."""
+                  overlap: int = -1, refine: str = "auto", odometry: bool = False) -> dict[str, float]:
+    """Run the node's pipeline on camera 0 of the robot ``spec`` (the demo's ``da3`` mode; ``odometry``: its
+    ``da3_odometry`` mode, every frame carrying the wheel odometry's camera pose, metric depth scored without
+    rescaling as the demo does) and score its path and depth."""
     import numpy as np
 
     from da3_core.eval.depth_metrics import depth_scores
@@ -69,6 +71,8 @@ def da3_alone_ate(weights: str, spec: str, process_res: int = 168, oracle: bool 
 
     values = {"window_size": window, "overlap": overlap, "process_res": process_res, "voxel_size": 0.0,
               "pose_refine": refine}
+    if odometry:
+        values["pose_source_frame"] = "odom"
     if oracle:
         values.update(predictor="oracle", oracle_sequence=spec, oracle_mode="relative")
     elif weights:
@@ -80,7 +84,9 @@ def da3_alone_ate(weights: str, spec: str, process_res: int = 168, oracle: bool 
     pred_depth, gt_depth = [], []
     for i in range(len(robot)):
         view = robot.view(0, i)
-        result = pipeline.process(Frame(stamp_ns=view.stamp_ns, rgb=view.rgb, K=view.K, frame_id=camera_frame(0)))
+        pose = np.linalg.inv(robot.odom_at_image(i) @ robot.optical_in_base(0)) if odometry else None  # odom -> cam
+        result = pipeline.process(Frame(stamp_ns=view.stamp_ns, rgb=view.rgb, K=view.K, frame_id=camera_frame(0),
+                                        pose_w2c=pose))
         for f in result.new_frames if result is not None else ():
             st = eval_stride(f.depth.shape)  # the demo's subsampling
             gt_depth.append(robot.view(0, robot.index_of(f.stamp_ns)).depth[::st, ::st].reshape(-1))
@@ -89,8 +95,9 @@ def da3_alone_ate(weights: str, spec: str, process_res: int = 168, oracle: bool 
     if len(stamps) < 3:
         raise RuntimeError(f"{spec}: only {len(stamps)} poses came out (windows of {v['window_size']} frames)")
     gt = np.stack([np.linalg.inv(robot.camera_w2c(0, robot.index_of(int(s)))) for s in stamps])
-    scores, _, _ = trajectory_accuracy(c2w, gt, is_metric=False)
-    whole = depth_scores(np.concatenate(pred_depth), np.concatenate(gt_depth), mode="median")
+    metric = bool(pipeline.is_metric)
+    scores, _, _ = trajectory_accuracy(c2w, gt, is_metric=metric)
+    whole = depth_scores(np.concatenate(pred_depth), np.concatenate(gt_depth), mode="none" if metric else "median")
     per_frame = [depth_scores(p, g, mode="median").abs_rel for p, g in zip(pred_depth, gt_depth)]
     return {"ate_rel_extent": float(scores["ate_rel_extent"]), "ate_rmse": float(scores["ate_rmse"]),
             "poses": int(scores["poses"]), "abs_rel": whole.abs_rel, "abs_rel_per_frame": float(np.nanmean(per_frame))}
@@ -107,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                     "weights' recommendation)")
     ap.add_argument("--refine", default="auto", choices=("auto", "photometric", "off"),
                     help="the node's pose_refine (auto = the weights' recommendation)")
+    ap.add_argument("--odometry", action="store_true", help="the demo's 'DA3 + odometry' mode: windows conditioned on "
+                    "the wheel odometry's poses, metric depth scored without rescaling")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--oracle", action="store_true", help="exact geometry instead of a network")
     ap.add_argument("--json", type=Path, help="also write the scores here")
@@ -125,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         per_seed = {}
         for seed in seeds:
             per_seed[seed] = da3_alone_ate(weights, robot_spec(seed, args.frames), args.process_res, oracle=args.oracle,
-                                           window=args.window, overlap=args.overlap, refine=args.refine)
+                                           window=args.window, overlap=args.overlap, refine=args.refine,
+                                           odometry=args.odometry)
             sc = per_seed[seed]
             print(f"{name}  seed {seed:3d}: ATE {100 * sc['ate_rel_extent']:6.1f} % of the path extent "
                   f"({sc['ate_rmse']:.3f} m, {sc['poses']} poses); depth AbsRel {sc['abs_rel']:.3f} (per frame "

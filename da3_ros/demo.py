@@ -169,7 +169,7 @@ class Recorder:
 
 def single_camera_window(args: argparse.Namespace) -> tuple[int, int]:
     """(frames per window, frames shared) of the one-camera modes: the node's own default for the predictor and
-    weights the demo gives it (the weights' config.json ``stream_window``, the embedded default's 4 sharing 2;
+    weights the demo gives it (the weights' config.json ``stream_window``, the embedded default's 6 sharing 3;
     else 8 sharing 2)."""
     from da3_ros.replay import parameter_values
 

@@ -85,7 +85,7 @@ PARAMS: tuple[Param, ...] = (
     # window
     Param("window_size", 0, "frames (views) per inference window, 2-64; a rig of N cameras gets window_size // N "
           "time steps; 0 = the weights' recommendation (their config.json's stream_window: the embedded default's "
-          "is 4 frames sharing 2), else 8", range=(0, 64)),
+          "is 6 frames sharing 3), else 8", range=(0, 64)),
     Param("overlap", -1, "frames shared with the previous window (chaining needs >= 1); a rig shares "
           "ceil(overlap / N) time steps; -1 = the weights' recommendation, else 2", range=(-1, 63)),
     Param("pose_refine", "auto", "'photometric': a one-camera window's cameras and per-view depth scales come from "

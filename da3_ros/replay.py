@@ -556,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
         if p.name in _NODE_ONLY:
             continue
         flag = "--" + p.name.replace("_", "-")
-        helptext = f"{p.description} (default {p.default!r})"
+        helptext = f"{p.description} (default {p.default!r})".replace("%", "%%")  # argparse formats help with %
         if isinstance(p.default, bool):
             g.add_argument(flag, dest=p.name, action=argparse.BooleanOptionalAction, default=p.default,
                            help=helptext)

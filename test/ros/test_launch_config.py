@@ -64,7 +64,7 @@ def test_the_window_defaults_to_the_weights_recommendation(tmp_path):
 
     defaults = {p.name: p.default for p in PARAMS}
     embedded = stream_window(EMBEDDED_DEFAULT)
-    assert embedded == (4, 2)
+    assert embedded == (6, 3)
     v = resolve_window(defaults)
     assert (v["window_size"], v["overlap"]) == embedded
     official = tmp_path / "official"
@@ -80,11 +80,11 @@ def test_the_window_defaults_to_the_weights_recommendation(tmp_path):
     v = resolve_window({**defaults, "window_size": 2})
     assert (v["window_size"], v["overlap"]) == (2, 1)
     # a given overlap that does not fit the recommended window is refused, naming both
-    _, errors = checked_values({**defaults, "overlap": 4})
-    assert len(errors) == 1 and "'overlap' = 4" in errors[0] and "'window_size' = 4" in errors[0]
-    # three cameras: 4 time steps sharing 2 = 12 frames sharing 6
+    _, errors = checked_values({**defaults, "overlap": 6})
+    assert len(errors) == 1 and "'overlap' = 6" in errors[0] and "'window_size' = 6" in errors[0]
+    # three cameras: 6 time steps sharing 3 = 18 frames sharing 9
     v, errors = checked_values({**defaults, "cameras": "cam0,cam1,cam2"})
-    assert errors == [] and (v["window_size"], v["overlap"]) == (12, 6)
+    assert errors == [] and (v["window_size"], v["overlap"]) == (18, 9)
     # a malformed recommendation is named with the file and the fix
     (official / "config.json").write_text(json.dumps({"model_name": "da3-large", "stream_window": [4, 4]}))
     v, errors = checked_values({**defaults, "weights": str(official)})

@@ -147,3 +147,15 @@ def test_live_replay_publishes_every_image_with_original_stamps_and_clock(tmp_pa
     ticks = [stamp_to_ns(c.clock) for c in clocks]
     assert ticks == sorted(ticks) and expected[0] <= ticks[0] and ticks[-1] == expected[-1]
     assert "playing" in proc.output and "done: 12 messages" in proc.output
+
+
+def test_replay_help_lists_every_node_parameter():
+    """`da3_replay --help` formats every node parameter's description (one of them says '94 % of the voxels': argparse
+    must not read it as a format)."""
+    from da3_ros.params import PARAMS
+    from da3_ros.replay import _NODE_ONLY, build_parser
+
+    text = build_parser().format_help()
+    for p in PARAMS:
+        if p.name not in _NODE_ONLY:
+            assert "--" + p.name.replace("_", "-") in text
