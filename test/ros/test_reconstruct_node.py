@@ -370,6 +370,8 @@ def test_tiny_network_runs_whole_path(ros_env, tmp_path, backend):
                                                             and len(col.get("depth")) >= 4), 90.0)
         assert node.alive(), node.output()
         assert ok, f"no window from the network\n{node.output()}"
+        if "embedded default weights" in node.stderr():  # its diagnostics count the refined windows (5 Hz)
+            col.wait_for(lambda: "refine_windows_refined" in (diagnostics(col) or {}), 5.0)
         diag = diagnostics(col)
         stop_cleanly(node, signal.SIGTERM, timeout=20.0)
     # no weights parameter: the embedded default (or untrained recipe weights when it is absent), said in the log
@@ -394,6 +396,9 @@ def test_tiny_network_runs_whole_path(ros_env, tmp_path, backend):
     assert w.inference_time_s > 0
     assert col.get("/tf") and col.get("path")
     assert diag is None or "inference_errors" not in diag
+    if "embedded default weights" in node.stderr():  # its config.json asks for the photometric refinement
+        assert "pose_refine photometric" in node.stderr(), node.stderr()
+        assert diag is not None and int(diag.get("refine_windows_refined", "0")) >= 1, diag
 
 
 # --- 4. invalid parameters at start-up --------------------------------------------------------------------------------
