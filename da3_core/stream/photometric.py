@@ -47,7 +47,7 @@ class RefineConfig:
 
     max_rotation_deg: float = 6.0  # a pair's rotation may differ from the motion prior by at most this
     min_overlap: float = 0.3  # share of a's valid points that must land inside b's image
-    iterations: tuple[int, ...] = (20, 10, 5)  # odometry iterations per pyramid level (coarsest first)
+    iterations: tuple[int, ...] = (10, 5, 3)  # iterations per pyramid level, coarsest first (Open3D: 20, 10, 5)
     max_side: int = 192  # images and depths are block-averaged by an integer factor until their long side is <= this
     grid_step: int = 2  # pixel step of the points that score a motion and measure b's scale
     cache_size: int = 256  # pairs remembered (a window's shared frames reuse their pair's motion)
