@@ -88,10 +88,11 @@ PARAMS: tuple[Param, ...] = (
           "is 6 frames sharing 3), else 8", range=(0, 64)),
     Param("overlap", -1, "frames shared with the previous window (chaining needs >= 1); a rig shares "
           "ceil(overlap / N) time steps; -1 = the weights' recommendation, else 2", range=(-1, 63)),
-    Param("pose_refine", "auto", "'photometric': a one-camera window's cameras and per-view depth scales come from "
-          "direct image alignment on its depth before chaining (da3_core.stream.photometric; for weights whose views "
-          "disagree in scale); 'off'; 'auto' = the weights' recommendation (their config.json's stream_refine: the "
-          "embedded default's is photometric), else off", choices=("auto", "photometric", "off")),
+    Param("pose_refine", "auto", "'photometric': before chaining, direct image alignment on the network's depth "
+          "gives a one-camera window its cameras and per-view depth scales, and a window conditioned on metric poses "
+          "its metric depth scale, camera by camera (da3_core.stream.photometric; for weights whose views disagree in "
+          "scale); 'off'; 'auto' = the weights' recommendation (their config.json's stream_refine: the embedded "
+          "default's is photometric), else off", choices=("auto", "photometric", "off")),
     Param("refine_max_rotation_deg", 6.0, "pose_refine: largest change of rotation between consecutive frames' "
           "motions the alignment may find (deg; beyond it the last motion is kept)", range=(0.1, 180.0)),
     Param("min_interval_s", 0.0, "keyframe gate: least time between keyframes (s, 0 = off)", range=(0.0, 60.0)),

@@ -9,19 +9,27 @@ depth: warping view a into view b with a's depth fits the motion (as direct visu
 seen from b give b's depth its scale. That is classical geometry on the network's per-view depth, which is what the
 network does well.
 
-What, for the consecutive frames (a, b) of a one-camera window in time order:
+What, for the consecutive frames (a, b) of one camera in a window, in time order:
 1. ``T_ab`` (a's camera to b's) by Open3D's colour-term RGB-D odometry (the photometric error of b's image at a's
-   points moved by T, coarse to fine) from three starts: the motion prior (the last pair's motion, a robot moves
-   smoothly), no motion, and the network's own relative pose. Each result must stay within ``max_rotation_deg`` of the
-   prior and keep ``min_overlap`` of a's points in b's image; of those the one with the lowest photometric error
-   wins. None passing: the prior is used (``coasted``).
+   points moved by T, coarse to fine) from three starts: the motion prior (the camera's last pair's motion: a robot
+   moves smoothly), no motion, and the network's own relative pose (the given one in a pose-conditioned window). Each
+   result must stay within ``max_rotation_deg`` of the prior (of the given motion when there is one) and keep
+   ``min_overlap`` of a's points in b's image; of those the one with the lowest photometric error wins. None
+   passing: the prior is used (``coasted``).
 2. b's depth scale: the median of (a's points' depth in b) / (b's predicted depth there).
-The window's cameras are then the chain of these motions from its first view (kept where the network put it) and
-its depths are rescaled view by view, so the chainer sees a window whose views agree in scale. A pair is aligned
-once: the frames a window shares with the previous one reuse that pair's motion (stored unit-free: translation and
-b's median depth over a's median depth), so neighbouring windows agree on their shared frames.
+A pair is aligned once: the frames a window shares with the previous one reuse that pair's motion (stored unit-free:
+translation and b's median depth over a's median depth), so neighbouring windows agree on their shared frames.
 
-Metric, pose-conditioned and multi-camera windows are returned unchanged (their cameras are given or come from a rig).
+Then, by kind of window:
+- relative, one camera (the network's own cameras): the window's cameras become the chain of these motions from its
+  first view (kept where the network put it), and its depths are rescaled view by view, so the chainer sees a window
+  whose views agree in scale;
+- conditioned on metric poses (odometry through TF), one camera or a rig: the given poses stay; each camera's depths
+  get their per-view scales times the metres per unit that the given motion puts on the aligned one (the median over
+  the camera's pairs that moved at least ``min_baseline_m``, were aligned, and point within ``max_direction_deg`` of
+  the given motion; none: the camera's last value);
+- a metric network's own cameras, a relative rig (its mounts set its scale) and windows with no two views of one
+  camera are returned unchanged.
 """
 
 from __future__ import annotations
