@@ -55,7 +55,8 @@ def robot_spec(seed: int, frames: int = 0) -> str:
 
 
 def da3_alone_ate(weights: str, spec: str, process_res: int = 168, oracle: bool = False, window: int = 0,
-                  overlap: int = -1, refine: str = "auto", odometry: bool = False) -> dict[str, float]:
+                  overlap: int = -1, refine: str = "auto", odometry: bool = False, depth_refine: str = "off"
+                  ) -> dict[str, float]:
     """Run the node's pipeline on camera 0 of the robot ``spec`` (the demo's ``da3`` mode; ``odometry``: its
     ``da3_odometry`` mode, every frame carrying the wheel odometry's camera pose, metric depth scored without
     rescaling as the demo does) and score its path and depth."""
@@ -70,7 +71,7 @@ def da3_alone_ate(weights: str, spec: str, process_res: int = 168, oracle: bool 
     from da3_ros.robot_sim import RobotSequence, camera_frame
 
     values = {"window_size": window, "overlap": overlap, "process_res": process_res, "voxel_size": 0.0,
-              "pose_refine": refine}
+              "pose_refine": refine, "depth_refine": depth_refine}
     if odometry:
         values["pose_source_frame"] = "odom"
     if oracle:
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                     "weights' recommendation)")
     ap.add_argument("--refine", default="auto", choices=("auto", "photometric", "off"),
                     help="the node's pose_refine (auto = the weights' recommendation)")
+    ap.add_argument("--depth-refine", default="off", choices=("multiview", "off"),
+                    help="the node's depth_refine (multi-view depth correction of each window's new frames)")
     ap.add_argument("--odometry", action="store_true", help="the demo's 'DA3 + odometry' mode: windows conditioned on "
                     "the wheel odometry's poses, metric depth scored without rescaling")
     ap.add_argument("--threads", type=int, default=2)
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             per_seed[seed] = da3_alone_ate(weights, robot_spec(seed, args.frames), args.process_res, oracle=args.oracle,
                                            window=args.window, overlap=args.overlap, refine=args.refine,
-                                           odometry=args.odometry)
+                                           odometry=args.odometry, depth_refine=args.depth_refine)
             sc = per_seed[seed]
             print(f"{name}  seed {seed:3d}: ATE {100 * sc['ate_rel_extent']:6.1f} % of the path extent "
                   f"({sc['ate_rmse']:.3f} m, {sc['poses']} poses); depth AbsRel {sc['abs_rel']:.3f} (per frame "

@@ -95,6 +95,10 @@ PARAMS: tuple[Param, ...] = (
           "default's is photometric), else off", choices=("auto", "photometric", "off")),
     Param("refine_max_rotation_deg", 6.0, "pose_refine: largest change of rotation between consecutive frames' "
           "motions the alignment may find (deg; beyond it the last motion is kept)", range=(0.1, 180.0)),
+    Param("depth_refine", "off", "'multiview': the depth of each window's new frames is corrected by a plane sweep "
+          "against the window's other views of their camera, around the network's depth (da3_core.stream."
+          "multiview_depth; changes the depth images, clouds and map, not the cameras; ~0.1 s of CPU per new frame "
+          "at process_res 168); 'off'", choices=("multiview", "off")),
     Param("min_interval_s", 0.0, "keyframe gate: least time between keyframes (s, 0 = off)", range=(0.0, 60.0)),
     Param("min_motion", 0.0, "keyframe gate: least mean grey-level change (0-255, 0 = off)", range=(0.0, 255.0)),
     Param("max_pending_windows", 1, "windows waiting for the inference worker: 1 = latest wins (live cameras), more = "
@@ -450,7 +454,8 @@ def pipeline_config(values: dict[str, Any]):
                           submaps=v["submaps"], loop=loop_config(v), tsdf=v["tsdf"],
                           tsdf_every_n_frames=v["tsdf_every_n_frames"], tsdf_queue_size=v["tsdf_queue_size"],
                           tsdf_map=tsdf_config(v), pose_refine=v["pose_refine"],
-                          refine=RefineConfig(max_rotation_deg=v["refine_max_rotation_deg"]))
+                          refine=RefineConfig(max_rotation_deg=v["refine_max_rotation_deg"]),
+                          depth_refine=v["depth_refine"])
 
 
 def tsdf_config(values: dict[str, Any]):

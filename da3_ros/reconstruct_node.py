@@ -185,7 +185,8 @@ class ReconstructNode(Node):
             self.create_timer(1.0 / v["map_tf_rate_hz"], self._republish_map_tf)
         self.pipeline.start(on_result=self._on_window, on_error=self._on_worker_error)
         self.get_logger().info(f"reconstruct: {self.model_text}; window {v['window_size']} (overlap {v['overlap']}); "
-                               f"pose_refine {v['pose_refine']}; camera_info {'on' if v['use_camera_info'] else 'off'}")
+                               f"pose_refine {v['pose_refine']}; depth_refine {v['depth_refine']}; "
+                               f"camera_info {'on' if v['use_camera_info'] else 'off'}")
         camera = v["camera_frame"] or "<image header frame_id>"
         self.get_logger().info(f"pose conditioning from TF {self.pose_source} -> {camera} (tolerance "
                                f"{v['pose_tf_tolerance_s']:g} s, {'metric' if v['pose_source_metric'] else 'relative'})"
@@ -389,6 +390,8 @@ class ReconstructNode(Node):
         pose_counts = dict(getattr(self.pipeline.predictor, "counts", {}))
         if self.pipeline.refiner is not None:  # photometric refinement: windows refined / unchanged, pairs by source
             counts.update({f"refine_{k}": n for k, n in self.pipeline.refiner.counts.items()})
+        if self.pipeline.depth_refiner is not None:  # multi-view depth: views corrected / left, windows
+            counts.update({f"depth_refine_{k}": n for k, n in self.pipeline.depth_refiner.counts.items()})
         values = {"model": self.model_text, "input_rate_hz": f"{rate:.2f}",
                   "pose_source": f"TF {self.pose_source}" if self.pose_source else "off",
                   "tf_mode": tf_mode or "undecided", "map_tf_child": (tf_root or "<camera>") if tf_mode else "",

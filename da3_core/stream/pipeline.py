@@ -42,6 +42,7 @@ from da3_core.stream.cloud import CloudBuilder
 from da3_core.stream.drift import DriftMonitor, DriftSample
 from da3_core.stream.frame import Frame, FrameError, validate_frame
 from da3_core.stream.loop_closure import LoopCloser, LoopConfig, apply_sim3_to_pose
+from da3_core.stream.multiview_depth import MultiViewDepthConfig, MultiViewDepthRefiner
 from da3_core.stream.photometric import PhotometricRefiner, RefineConfig
 from da3_core.stream.predictor import Predictor, WindowPrediction
 from da3_core.stream.rig import align_to_rig
@@ -94,6 +95,9 @@ class PipelineConfig:
     pose_refine: str = "off"  # "photometric": one-camera relative windows get their cameras and per-view depth
     # scales from direct image alignment on their depth before chaining (da3_core.stream.photometric)
     refine: RefineConfig = field(default_factory=RefineConfig)  # its knobs
+    depth_refine: str = "off"  # "multiview": each view's depth corrected by a plane sweep against its neighbours in
+    # the window, after pose_refine (da3_core.stream.multiview_depth)
+    multiview: MultiViewDepthConfig = field(default_factory=MultiViewDepthConfig)  # its knobs
 
 
 @dataclass
@@ -153,6 +157,9 @@ class StreamPipeline:
         if cfg.pose_refine not in ("off", "photometric"):
             raise ValueError(f"pose_refine = {cfg.pose_refine!r}: use 'off' or 'photometric'")
         self.refiner = PhotometricRefiner(cfg.refine) if cfg.pose_refine == "photometric" else None
+        if cfg.depth_refine not in ("off", "multiview"):
+            raise ValueError(f"depth_refine = {cfg.depth_refine!r}: use 'off' or 'multiview'")
+        self.depth_refiner = MultiViewDepthRefiner(cfg.multiview) if cfg.depth_refine == "multiview" else None
         self.map: VoxelMap | None = None if cfg.voxel_size is None else VoxelMap(cfg.voxel_size, cfg.map_max_points)
         self.submaps: SubmapStore | None = None  # created with the map when cfg.submaps or cfg.pose_graph
         self.loops: LoopCloser | None = None  # created at the first window when cfg.pose_graph
@@ -277,6 +284,8 @@ class StreamPipeline:
                 return None
             c_chain = time.thread_time()
             chain = self.chainer.add(window.frames, pred, window.n_overlap)
+            if self.depth_refiner is not None:
+                chain.frames = self._refined_depth(window.frames, pred, chain)
             if self.is_metric is None:
                 self.is_metric = chain.is_metric
             t1, c1 = time.perf_counter(), time.thread_time()
@@ -491,6 +500,16 @@ class StreamPipeline:
         """window -> (4, 4) current pose-graph correction (chained map -> optimised map); empty without a graph."""
         with self._lock:
             return self._corrections()
+
+    def _refined_depth(self, frames: list[Frame], pred: WindowPrediction, chain: ChainResult) -> list[ChainedFrame]:
+        """The chained frames with the new ones' depth corrected by the multi-view sweep (in map units: times the
+        window's scale). The chainer keeps the network's depth (the next window aligns to it), so the refinement
+        changes what is delivered (depth images, clouds, map), not the cameras."""
+        new = [k for k, cf in enumerate(chain.frames) if cf.is_new]
+        refined = self.depth_refiner.refine(frames, pred, views=new).depth
+        s = np.float32(chain.scale)
+        return [replace(cf, depth=np.multiply(refined[k], s, dtype=np.float32)) if cf.is_new else cf
+                for k, cf in enumerate(chain.frames)]
 
     def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
         """(stamps_ns (N,) int64, c2w (N, 4, 4) float64) in stamp order, map frame (pose-graph corrected)."""

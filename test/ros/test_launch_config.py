@@ -121,6 +121,18 @@ def test_pose_refine_defaults_to_the_weights_recommendation(tmp_path):
     assert len(errors) == 1 and "stream_refine" in errors[0] and "config.json" in errors[0]
 
 
+def test_depth_refine_reaches_the_pipeline():
+    """depth_refine is off unless asked for (no weights recommend it); 'multiview' reaches the pipeline config, a
+    value outside its choices is named."""
+    defaults = {p.name: p.default for p in PARAMS}
+    assert defaults["depth_refine"] == "off"
+    v, errors = checked_values({**defaults, "depth_refine": "multiview"})
+    assert errors == []
+    assert pipeline_config(v).depth_refine == "multiview"
+    assert pipeline_config(checked_values(defaults)[0]).depth_refine == "off"
+    assert any("'depth_refine'" in e for e in validate({**defaults, "depth_refine": "on"}))
+
+
 def test_backend_and_precision_the_machine_cannot_serve_are_named(tmp_path, monkeypatch):
     values = {p.name: p.default for p in PARAMS}
     assert any("'backend'" in e for e in validate({**values, "backend": "tensorrt"}))

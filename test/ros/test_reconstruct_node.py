@@ -397,7 +397,7 @@ def test_tiny_network_runs_whole_path(ros_env, tmp_path, backend):
     assert col.get("/tf") and col.get("path")
     assert diag is None or "inference_errors" not in diag
     if "embedded default weights" in node.stderr():  # its config.json asks for the photometric refinement
-        assert "pose_refine photometric" in node.stderr(), node.stderr()
+        assert "pose_refine photometric; depth_refine off" in node.stderr(), node.stderr()
         assert diag is not None and int(diag.get("refine_windows_refined", "0")) >= 1, diag
 
 
