@@ -39,8 +39,8 @@ from da3_core.stream.frame import Frame
 from da3_core.stream.photometric import gray_at
 from da3_core.stream.predictor import WindowPrediction
 
-__all__ = ["MultiViewDepthConfig", "ViewCorrection", "MultiViewDepthRefiner", "neighbour_views", "refine_view_depth",
-           "sweep_costs"]
+__all__ = ["MultiViewDepthConfig", "ViewCorrection", "MultiViewDepthRefiner", "box_filter", "neighbour_views",
+           "refine_view_depth", "sweep_costs"]
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,8 @@ def neighbour_views(cameras: list[int], index: int, per_side: int) -> list[int]:
     return before + after
 
 
-def _box(image: np.ndarray, side: int) -> np.ndarray:
+def box_filter(image: np.ndarray, side: int) -> np.ndarray:
+    """Mean over the ``side`` x ``side`` box around each pixel (edges reflected)."""
     import cv2
 
     return cv2.blur(image, (side, side), borderType=cv2.BORDER_REFLECT)
@@ -116,8 +117,8 @@ def sweep_costs(gray_r: np.ndarray, depth_r: np.ndarray, K_r: np.ndarray, w2c_r:
     valid_r = np.isfinite(depth_r) & (depth_r > 0)
     d = np.where(valid_r, depth_r, 1.0).reshape(-1).astype(np.float32)
     g = gray_r.astype(np.float32)
-    mean_r = _box(g, patch)
-    var_r = np.maximum(_box(g * g, patch) - mean_r * mean_r, 0.0)
+    mean_r = box_filter(g, patch)
+    var_r = np.maximum(box_filter(g * g, patch) - mean_r * mean_r, 0.0)
     c2w_r = invert_rigid(np.asarray(w2c_r, dtype=np.float64))
     moves = [(gray.astype(np.float32), K, (np.asarray(w2c, dtype=np.float64) @ c2w_r).astype(np.float32))
              for gray, K, w2c in others]
@@ -136,11 +137,11 @@ def sweep_costs(gray_r: np.ndarray, depth_r: np.ndarray, K_r: np.ndarray, w2c_r:
             u, v = u.reshape(H, W), v.reshape(H, W)
             warped = cv2.remap(gray, u, v, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
             inside = (warped >= 0).astype(np.float32)
-            full = _box(inside, patch) > 1.0 - 1e-4  # the neighbour sees the whole patch
+            full = box_filter(inside, patch) > 1.0 - 1e-4  # the neighbour sees the whole patch
             w = np.where(inside > 0, warped, 0.0).astype(np.float32)
-            mean_w = _box(w, patch)
-            var_w = np.maximum(_box(w * w, patch) - mean_w * mean_w, 0.0)
-            cov = _box(g * w, patch) - mean_r * mean_w
+            mean_w = box_filter(w, patch)
+            var_w = np.maximum(box_filter(w * w, patch) - mean_w * mean_w, 0.0)
+            cov = box_filter(g * w, patch) - mean_r * mean_w
             zncc = cov / np.sqrt(np.maximum(var_r * var_w, 1e-12))
             total += np.where(full, 1.0 - zncc, 0.0)
             seen += full
@@ -166,8 +167,8 @@ def refine_view_depth(gray_r: np.ndarray, depth_r: np.ndarray, K_r: np.ndarray, 
     best = np.argmin(filled, axis=0)
     c0 = np.take_along_axis(filled, best[None], 0)[0]
     g = gray_r.astype(np.float32)
-    mean = _box(g, cfg.patch)
-    std = np.sqrt(np.maximum(_box(g * g, cfg.patch) - mean * mean, 0.0))
+    mean = box_filter(g, cfg.patch)
+    std = np.sqrt(np.maximum(box_filter(g * g, cfg.patch) - mean * mean, 0.0))
     inner = (best > 0) & (best < len(lfs) - 1)
     matched = valid & np.isfinite(c0) & (c0 < cfg.max_cost) & (std >= cfg.min_texture) & inner
     share = float(matched.sum()) / float(valid.sum())
@@ -184,8 +185,8 @@ def refine_view_depth(gray_r: np.ndarray, depth_r: np.ndarray, K_r: np.ndarray, 
     step = float(lfs[1] - lfs[0])
     log_factor = (lfs[best] + np.clip(offset, -0.5, 0.5) * step).astype(np.float32)
     weight = matched.astype(np.float32)
-    support = _box(weight, cfg.smooth)
-    local = _box(np.where(matched, log_factor, 0.0).astype(np.float32), cfg.smooth) / np.maximum(support, 1e-6)
+    support = box_filter(weight, cfg.smooth)
+    local = box_filter(np.where(matched, log_factor, 0.0).astype(np.float32), cfg.smooth) / np.maximum(support, 1e-6)
     median = float(np.median(log_factor[matched]))
     field = np.where(support >= cfg.min_support, local, median)
     out = np.where(valid, depth_r * np.exp(field), np.nan).astype(depth_r.dtype)

@@ -28,8 +28,9 @@ Then, by kind of window:
   get their per-view scales times the metres per unit that the given motion puts on the aligned one (the median over
   the camera's pairs that moved at least ``min_baseline_m``, were aligned, and point within ``max_direction_deg`` of
   the given motion; none: the camera's last value);
-- a metric network's own cameras, a relative rig (its mounts set its scale) and windows with no two views of one
-  camera are returned unchanged.
+- a metric network's own cameras, a relative rig (its mounts set its scale: with this refinement on, the pipeline
+  reads that scale from the images across the mounts, :func:`da3_core.stream.rig.image_rig_scale`) and windows with
+  no two views of one camera are returned unchanged.
 """
 
 from __future__ import annotations

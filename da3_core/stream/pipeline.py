@@ -405,14 +405,18 @@ class StreamPipeline:
 
     def _to_rig(self, window: Window, pred: WindowPrediction) -> WindowPrediction:
         """An unconditioned window of several cameras with calibrated mounts, scaled to metres and placed on the
-        rigid rig (:func:`~da3_core.stream.rig.align_to_rig`)."""
+        rigid rig (:func:`~da3_core.stream.rig.align_to_rig`; with the photometric refinement the scale is read from
+        the images across the mounts, else from the predicted baselines)."""
         if pred.pose_conditioned or len({f.camera for f in window.frames if f.mount is not None}) < 2:
             return pred
-        aligned = align_to_rig(window.frames, pred, getattr(self.window, "tolerance_ns", 0))
+        scale_from = "images" if self.cfg.pose_refine == "photometric" else "baselines"
+        aligned = align_to_rig(window.frames, pred, getattr(self.window, "tolerance_ns", 0), scale_from,
+                               previous=self.rig_scale if scale_from == "images" else None)
         with self._lock:
             self.counts["rig_aligned" if aligned is not None else "rig_unaligned"] += 1
             if aligned is not None:
                 self.rig_scale = aligned[1]
+                self.counts[f"rig_scale_{aligned[2]}"] += 1
         return pred if aligned is None else aligned[0]
 
     def _drift(self, window: Window, pred: WindowPrediction, chain: ChainResult) -> DriftSample | None:

@@ -15,7 +15,10 @@
   fix the scale (the median ratio of known to predicted baseline lengths over every pair of every step), and each
   step's cameras are then placed on the rigid rig: the rig pose of a step is the mean of what each camera says
   (rotation projected back onto SO(3)), and every camera of the step is put at that pose times its mount. The window
-  comes out metric.
+  comes out metric. The predicted baselines are only as good as the network's relative cameras, which on a rig's
+  0.1 m baselines can be several times off; with ``scale_from="images"`` (the pipeline's ``pose_refine:
+  photometric``) the scale is instead the depth factor that makes the cameras' images agree across the calibrated
+  mounts (:func:`image_rig_scale`, a ZNCC sweep), which needs overlapping views and a depth right in shape.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from da3_core.stream.frame import Frame, FrameError
 from da3_core.stream.predictor import WindowPrediction
 from da3_core.stream.window import Window
 
-__all__ = ["Step", "RigWindow", "align_to_rig", "rig_scale"]
+__all__ = ["Step", "RigWindow", "align_to_rig", "image_rig_scale", "rig_scale"]
 
 
 @dataclass
@@ -196,20 +199,94 @@ def rig_scale(frames: list[Frame], c2w: np.ndarray, tolerance_ns: int = 10_000_0
     return float(np.median(ratios)) if ratios else None
 
 
+def image_rig_scale(frames: list[Frame], pred: WindowPrediction, tolerance_ns: int = 10_000_000,
+                    initial: float = 1.0, patch: int = 5, min_texture: float = 0.02) -> float | None:
+    """Metres per prediction unit from the images and the mounts: the factor on the predicted depth that makes each
+    camera's image, moved by the calibrated (metric) transform to a camera of the same step, look like that
+    camera's. Each step's cameras are compared with its middle camera (the middle one with its first neighbour);
+    the cost of a factor is the mean 1 - ZNCC of ``patch`` x ``patch`` patches over the first camera's textured
+    pixels that the second sees at some factor (unseen counts as uncorrelated, 1), averaged over the pairs. A sweep
+    of 37 factors 1/64-64x around ``initial`` finds the lowest cost; 9 more around it and a parabola through the
+    lowest of those refine it. It needs the
+    cameras' views to overlap, not the network's relative cameras: a network whose cameras are off but whose depth
+    is right in shape gets the metric scale. None when no pair sees enough texture in common or the lowest cost is
+    at an end of the sweep."""
+    from da3_core.stream.multiview_depth import box_filter, sweep_costs
+    from da3_core.stream.photometric import gray_at
+
+    grays: dict[int, np.ndarray] = {}
+    pairs = []  # (camera view i, its depth, [(grey, K, w2c) of the view it is compared with]); w2c: rig <- camera
+    for step in _steps_of(frames, tolerance_ns):
+        cams = [i for i in step if frames[i].mount is not None]
+        if len(cams) < 2:
+            continue
+        middle = cams[len(cams) // 2]
+        for i in cams:
+            grays.setdefault(i, gray_at(frames[i].rgb, pred.depth[i].shape))
+        for i in cams:
+            j = middle if i != middle else cams[cams.index(middle) - 1]
+            depth = pred.depth[i] if pred.sky is None else np.where(pred.sky[i], np.nan, pred.depth[i])
+            pairs.append((i, depth.astype(np.float32), [(grays[j], pred.K[j], invert_rigid(frames[j].mount))]))
+    if not pairs:
+        return None
+
+    def cost(log_factors: np.ndarray) -> np.ndarray:
+        total, used = np.zeros(len(log_factors)), 0
+        for i, depth, other in pairs:
+            g = grays[i]
+            costs = sweep_costs(g, depth, pred.K[i], invert_rigid(frames[i].mount), other,
+                                np.log(initial) + log_factors, patch)
+            mean = box_filter(g, patch)
+            std = np.sqrt(np.maximum(box_filter(g * g, patch) - mean * mean, 0.0))
+            use = np.isfinite(costs).any(axis=0) & (std >= min_texture)
+            if use.sum() < 64:
+                continue
+            total += np.where(np.isfinite(costs[:, use]), costs[:, use], 1.0).mean(axis=1)
+            used += 1
+        return total / used if used else np.full(len(log_factors), np.inf)
+
+    coarse = np.linspace(np.log(1 / 64), np.log(64), 37)
+    c = cost(coarse)
+    k = int(np.argmin(c))
+    if not np.isfinite(c[k]) or k in (0, len(coarse) - 1):  # the images do not say
+        return None
+    step = coarse[1] - coarse[0]
+    fine = coarse[k] + np.linspace(-step, step, 9)
+    c = cost(fine)
+    k = int(np.clip(np.argmin(c), 1, len(fine) - 2))
+    curve = c[k - 1] - 2.0 * c[k] + c[k + 1]  # the parabola through the lowest cost and its neighbours
+    offset = float(np.clip(0.5 * (c[k - 1] - c[k + 1]) / curve, -1.0, 1.0)) if curve > 1e-12 else 0.0
+    return float(initial * np.exp(fine[k] + offset * (fine[1] - fine[0])))
+
+
 def _mean_rotation(Rs: list[np.ndarray]) -> np.ndarray:
     U, _, Vt = np.linalg.svd(np.sum(Rs, axis=0))
     D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
     return U @ D @ Vt
 
 
-def align_to_rig(frames: list[Frame], pred: WindowPrediction, tolerance_ns: int = 10_000_000
-                 ) -> tuple[WindowPrediction, float] | None:
-    """The prediction in metres and on the rigid rig (module docstring), and the scale applied; None when the window
-    has no two cameras with mounts in one step (nothing to measure a baseline with)."""
+def align_to_rig(frames: list[Frame], pred: WindowPrediction, tolerance_ns: int = 10_000_000,
+                 scale_from: str = "baselines", previous: float | None = None
+                 ) -> tuple[WindowPrediction, float, str] | None:
+    """The prediction in metres and on the rigid rig (module docstring), the scale applied and where it came from;
+    None when the window has no two cameras with mounts in one step (nothing to measure a baseline with).
+    ``scale_from``: "baselines" (the predicted baselines' lengths, :func:`rig_scale`) or "images"
+    (:func:`image_rig_scale`, its sweep centred on ``previous`` (the last window's scale) or else the baselines';
+    where the images do not say, ``previous`` is kept, else the baselines' is used). Source: baselines | images |
+    kept."""
+    if scale_from not in ("baselines", "images"):
+        raise ValueError(f"scale_from = {scale_from!r}: use 'baselines' or 'images'")
     c2w = invert_rigid(pred.w2c)
     s = rig_scale(frames, c2w, tolerance_ns)
     if s is None:
         return None
+    source = "baselines"
+    if scale_from == "images":
+        seen = image_rig_scale(frames, pred, tolerance_ns, initial=previous or s)
+        if seen is not None:
+            s, source = seen, "images"
+        elif previous is not None:
+            s, source = previous, "kept"
     c2w = c2w.copy()
     c2w[:, :3, 3] *= s
     out = c2w.copy()
@@ -224,4 +301,4 @@ def align_to_rig(frames: list[Frame], pred: WindowPrediction, tolerance_ns: int 
         for i in cams:
             out[i] = pose @ frames[i].mount
     depth = (pred.depth * np.float32(s)).astype(np.float32)
-    return replace(pred, depth=depth, w2c=invert_rigid(out), is_metric=True), float(s)
+    return replace(pred, depth=depth, w2c=invert_rigid(out), is_metric=True), float(s), source

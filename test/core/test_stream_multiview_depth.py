@@ -1,7 +1,8 @@
 """Multi-view depth refinement (da3_core.stream.multiview_depth) against closed-form geometry and rendered ground
 truth: the sweep's cost is lowest at the true depth of a textured plane, a view whose depth is off by a factor (or
-by a ramp) is brought back to the rendered truth, untextured and invalid pixels are left alone, and in the pipeline
-the refinement changes the delivered depth, not the cameras."""
+by a ramp) is brought back to the rendered truth, untextured and invalid pixels are left alone, in the pipeline
+the refinement changes the delivered depth, not the cameras; and the same sweep across a rig's calibrated mounts
+gives the rig's metric scale where the predicted baselines are wrong."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from da3_core.stream.multiview_depth import (
 )
 from da3_core.stream.pipeline import PipelineConfig, StreamPipeline
 from da3_core.stream.predictor import WindowPrediction
+from da3_core.stream.rig import align_to_rig, image_rig_scale, rig_scale
 
 pytest.importorskip("open3d")  # test_stream_photometric needs it
-from test_stream_photometric import HW, K, walk  # noqa: E402  (the rendered room walk, a robot's small steps)
+from test_stream_photometric import HW, K, mounted, rig_walk, walk  # noqa: E402  (rendered room walks)
 
 
 def abs_rel(depth: np.ndarray, truth: np.ndarray) -> float:
@@ -161,3 +163,32 @@ def test_the_pipeline_refines_the_delivered_depth_and_keeps_the_cameras():
     assert on.depth_refiner.counts["views_corrected"] == len(depth_on) and off.depth_refiner is None
     with pytest.raises(ValueError, match="depth_refine"):
         StreamPipeline(RampPredictor(), PipelineConfig(depth_refine="on"))
+
+
+def test_a_rigs_images_give_its_metric_scale_where_the_predicted_baselines_are_wrong():
+    """Two rendered cameras on a rig (25 deg and 0.12 m apart), two steps; the depth right up to a factor of
+    1 / 3.7, the cameras the network's garbage (baselines anything): the images across the calibrated mounts give
+    the scale to 2 %; where the images cannot say (no texture) the last window's scale is kept, else the
+    baselines' is used."""
+    frames, depths, _ = rig_walk()
+    mounts = [np.eye(4), invert_rigid(mounted(np.eye(4)))]  # T(rig <- camera)
+    frames = [replace(f, mount=mounts[f.camera]) for f in frames[:4]]
+    rng = np.random.default_rng(0)
+    shaken = np.stack([np.eye(4)] * 4)
+    shaken[:, :3, 3] = rng.normal(0.0, 0.5, (4, 3))
+    depth = np.stack([depths[f.index] / np.float32(3.7) for f in frames])
+    pred = WindowPrediction(depth=depth, conf=np.ones_like(depth), sky=None, w2c=shaken, K=np.stack([K] * 4))
+    baselines = rig_scale(frames, np.linalg.inv(shaken), 1)
+    assert abs(baselines / 3.7 - 1.0) > 0.3  # what the baselines say is far off
+    assert image_rig_scale(frames, pred, 1, initial=baselines) == pytest.approx(3.7, rel=0.02)
+    aligned, s, source = align_to_rig(frames, pred, 1, scale_from="images")
+    assert source == "images" and s == pytest.approx(3.7, rel=0.02)
+    for f, d in zip(frames, aligned.depth):
+        assert np.nanmedian(d / depths[f.index]) == pytest.approx(1.0, rel=0.02)
+    blank = [replace(f, rgb=np.full_like(f.rgb, 128)) for f in frames]
+    assert image_rig_scale(blank, pred, 1) is None
+    assert align_to_rig(blank, pred, 1, scale_from="images", previous=2.5)[1:] == (2.5, "kept")
+    assert align_to_rig(blank, pred, 1, scale_from="images")[1:] == (pytest.approx(baselines), "baselines")
+    assert align_to_rig(frames, pred, 1)[1:] == (pytest.approx(baselines), "baselines")
+    with pytest.raises(ValueError, match="scale_from"):
+        align_to_rig(frames, pred, 1, scale_from="odometry")
