@@ -91,9 +91,10 @@ PARAMS: tuple[Param, ...] = (
     Param("pose_refine", "auto", "'photometric': before chaining, direct image alignment on the network's depth "
           "gives a one-camera window its cameras and per-view depth scales, and a window conditioned on metric poses "
           "its metric depth scale, camera by camera, and a relative rig window its metric scale from the images "
-          "across the mounts instead of the predicted baselines (da3_core.stream.photometric, da3_core.stream.rig; "
-          "for weights whose views disagree in scale); 'off'; 'auto' = the weights' recommendation (their "
-          "config.json's stream_refine: the embedded default's is photometric), else off",
+          "across the mounts (instead of the predicted baselines) and its motion from each camera's frames "
+          "(da3_core.stream.photometric, da3_core.stream.rig; for weights whose views disagree in scale); 'off'; "
+          "'auto' = the weights' recommendation (their config.json's stream_refine: the embedded default's is "
+          "photometric), else off",
           choices=("auto", "photometric", "off")),
     Param("refine_max_rotation_deg", 6.0, "pose_refine: largest change of rotation between consecutive frames' "
           "motions the alignment may find (deg; beyond it the last motion is kept)", range=(0.1, 180.0)),

@@ -28,9 +28,11 @@ Then, by kind of window:
   get their per-view scales times the metres per unit that the given motion puts on the aligned one (the median over
   the camera's pairs that moved at least ``min_baseline_m``, were aligned, and point within ``max_direction_deg`` of
   the given motion; none: the camera's last value);
-- a metric network's own cameras, a relative rig (its mounts set its scale: with this refinement on, the pipeline
-  reads that scale from the images across the mounts, :func:`da3_core.stream.rig.image_rig_scale`) and windows with
-  no two views of one camera are returned unchanged.
+- a relative rig, once the pipeline has put it in metres and on its calibrated mounts (with this refinement on, the
+  scale is read from the images across the mounts, :func:`da3_core.stream.rig.image_rig_scale`):
+  :meth:`PhotometricRefiner.refine_rig` chains each camera's views as for one camera (the depth is metric, so the
+  motions are), and every time step's cameras are put back on the rigid rig;
+- a metric network's own cameras and windows with no two views of one camera are returned unchanged.
 """
 
 from __future__ import annotations
@@ -291,6 +293,35 @@ class PhotometricRefiner:
                 self.counts["windows_refine_failed"] += 1
                 return pred
         self.counts["windows_scaled_by_poses" if pred.pose_conditioned else "windows_refined"] += 1
+        timings = dict(pred.timings)
+        timings["refine_s"] = time.perf_counter() - t0
+        return replace(pred, depth=depth, w2c=w2c, timings=timings)
+
+    def refine_rig(self, frames: list[Frame], pred: WindowPrediction, tolerance_ns: int) -> WindowPrediction:
+        """A relative rig window already in metres and on the rig (:func:`~da3_core.stream.rig.align_to_rig`): each
+        camera's consecutive views aligned as in a one-camera window (motions in the metric depth's units, per-view
+        depth scales relative to the camera's first view), then every time step's cameras put back on the rigid
+        rig (the mean of what its cameras' chains say, :func:`~da3_core.stream.rig.place_on_rig`). Unchanged when
+        no camera has two views, when a view has no depth, or when the alignment fails (counted)."""
+        from da3_core.stream.rig import place_on_rig
+
+        cameras = [f.camera for f in frames]
+        if max(cameras.count(c) for c in set(cameras)) < 2:
+            self.counts["windows_unchanged"] += 1
+            return pred
+        t0 = time.perf_counter()
+        views = self._views(frames, pred)
+        if not all(np.any(np.isfinite(d) & (d > 0)) for _, d, _ in views):
+            self.counts["windows_without_depth"] += 1
+            return pred
+        with self._lock:
+            try:
+                depth, w2c = self._refine(frames, replace(pred, pose_conditioned=False), views)
+            except (RuntimeError, ValueError, np.linalg.LinAlgError):
+                self.counts["windows_refine_failed"] += 1
+                return pred
+        w2c = invert_rigid(place_on_rig(frames, invert_rigid(w2c), tolerance_ns))
+        self.counts["rig_windows_refined"] += 1
         timings = dict(pred.timings)
         timings["refine_s"] = time.perf_counter() - t0
         return replace(pred, depth=depth, w2c=w2c, timings=timings)

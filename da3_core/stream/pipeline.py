@@ -417,7 +417,11 @@ class StreamPipeline:
             if aligned is not None:
                 self.rig_scale = aligned[1]
                 self.counts[f"rig_scale_{aligned[2]}"] += 1
-        return pred if aligned is None else aligned[0]
+        if aligned is None:
+            return pred
+        if self.refiner is None:
+            return aligned[0]
+        return self.refiner.refine_rig(window.frames, aligned[0], getattr(self.window, "tolerance_ns", 0))
 
     def _drift(self, window: Window, pred: WindowPrediction, chain: ChainResult) -> DriftSample | None:
         """Drift sample of the window's first camera when all its frames carry a known (odometry) pose."""

@@ -33,7 +33,7 @@ from da3_core.stream.frame import Frame, FrameError
 from da3_core.stream.predictor import WindowPrediction
 from da3_core.stream.window import Window
 
-__all__ = ["Step", "RigWindow", "align_to_rig", "image_rig_scale", "rig_scale"]
+__all__ = ["Step", "RigWindow", "align_to_rig", "image_rig_scale", "place_on_rig", "rig_scale"]
 
 
 @dataclass
@@ -289,7 +289,16 @@ def align_to_rig(frames: list[Frame], pred: WindowPrediction, tolerance_ns: int 
             s, source = previous, "kept"
     c2w = c2w.copy()
     c2w[:, :3, 3] *= s
-    out = c2w.copy()
+    depth = (pred.depth * np.float32(s)).astype(np.float32)
+    w2c = invert_rigid(place_on_rig(frames, c2w, tolerance_ns))
+    return replace(pred, depth=depth, w2c=w2c, is_metric=True), float(s), source
+
+
+def place_on_rig(frames: list[Frame], c2w: np.ndarray, tolerance_ns: int = 10_000_000) -> np.ndarray:
+    """(S, 4, 4) c2w with each time step's cameras (those with mounts) on the rigid rig: the step's rig pose is the
+    mean of what each of its cameras says (``c2w`` times the mount's inverse; rotation projected back onto SO(3)),
+    and every camera of the step is put at that pose times its mount. Views without a mount keep their pose."""
+    out = np.array(c2w, dtype=np.float64, copy=True)
     for step in _steps_of(frames, tolerance_ns):
         cams = [i for i in step if frames[i].mount is not None]
         if not cams:
@@ -300,5 +309,4 @@ def align_to_rig(frames: list[Frame], pred: WindowPrediction, tolerance_ns: int 
         pose[:3, 3] = np.mean([T[:3, 3] for T in rig], axis=0)
         for i in cams:
             out[i] = pose @ frames[i].mount
-    depth = (pred.depth * np.float32(s)).astype(np.float32)
-    return replace(pred, depth=depth, w2c=invert_rigid(out), is_metric=True), float(s), source
+    return out
