@@ -15,7 +15,9 @@ demo's depth AbsRel (one median scale for the whole run, as ``make demo`` scores
 median-scaled per frame: the gap between the two is the chain's scale drift (each window takes its scale from the
 frames it shares with the last, so a network whose views are not in one depth scale makes the map grow or shrink
 window after window). Prints per weights and seed, then the mean and median over seeds; ``--json`` keeps them.
-``--oracle`` runs the exact-geometry predictor instead (checks the pipeline: ATE ~ 0).
+``--oracle`` runs the exact-geometry predictor instead (checks the pipeline: ATE ~ 0). ``--odometry`` and ``--rig``
+score the demo's other modes the same way ("DA3 + odometry"; "3-camera rig, baseline scale": every camera with its
+calibrated mount, no odometry, metric, in the demo's rig window of 9 frames sharing 3).
 """
 
 from __future__ import annotations
@@ -55,17 +57,19 @@ def robot_spec(seed: int, frames: int = 0) -> str:
 
 
 def da3_alone_ate(weights: str, spec: str, process_res: int = 168, oracle: bool = False, window: int = 0,
-                  overlap: int = -1, refine: str = "auto", odometry: bool = False, depth_refine: str = "off"
-                  ) -> dict[str, float]:
+                  overlap: int = -1, refine: str = "auto", odometry: bool = False, depth_refine: str = "off",
+                  rig: bool = False) -> dict[str, float]:
     """Run the node's pipeline on camera 0 of the robot ``spec`` (the demo's ``da3`` mode; ``odometry``: its
     ``da3_odometry`` mode, every frame carrying the wheel odometry's camera pose, metric depth scored without
-    rescaling as the demo does) and score its path and depth."""
+    rescaling as the demo does; ``rig``: its "rig, baseline scale" mode, every camera with its calibrated mount, in
+    the demo's rig window, metric) and score camera 0's path and the depth."""
     import numpy as np
 
     from da3_core.eval.depth_metrics import depth_scores
     from da3_core.stream.frame import Frame
     from da3_core.stream.pipeline import StreamPipeline
-    from da3_ros.params import pipeline_config
+    from da3_ros.demo import RIG_OVERLAP, RIG_WINDOW
+    from da3_ros.params import pipeline_config, rig_window
     from da3_ros.predictors import make_predictor
     from da3_ros.replay import eval_stride, parameter_values, trajectory_accuracy
     from da3_ros.robot_sim import RobotSequence, camera_frame
@@ -74,24 +78,30 @@ def da3_alone_ate(weights: str, spec: str, process_res: int = 168, oracle: bool 
               "pose_refine": refine, "depth_refine": depth_refine}
     if odometry:
         values["pose_source_frame"] = "odom"
+    robot = RobotSequence(spec)
+    cameras = list(range(robot.n_cameras)) if rig else [0]
+    if rig:
+        values.update(cameras=",".join(camera_frame(k) for k in cameras), window_size=window or RIG_WINDOW,
+                      overlap=overlap if overlap >= 0 else RIG_OVERLAP)
     if oracle:
         values.update(predictor="oracle", oracle_sequence=spec, oracle_mode="relative")
     elif weights:
         values["weights"] = weights
     v = parameter_values(values)
     predictor, _, _ = make_predictor(v)
-    pipeline = StreamPipeline(predictor, pipeline_config(v))
-    robot = RobotSequence(spec)
+    pipeline = StreamPipeline(predictor, pipeline_config(v), window=rig_window(v))
     pred_depth, gt_depth = [], []
     for i in range(len(robot)):
-        view = robot.view(0, i)
-        pose = np.linalg.inv(robot.odom_at_image(i) @ robot.optical_in_base(0)) if odometry else None  # odom -> cam
-        result = pipeline.process(Frame(stamp_ns=view.stamp_ns, rgb=view.rgb, K=view.K, frame_id=camera_frame(0),
-                                        pose_w2c=pose))
-        for f in result.new_frames if result is not None else ():
-            st = eval_stride(f.depth.shape)  # the demo's subsampling
-            gt_depth.append(robot.view(0, robot.index_of(f.stamp_ns)).depth[::st, ::st].reshape(-1))
-            pred_depth.append(f.depth[::st, ::st].reshape(-1))
+        for k in cameras:
+            view = robot.view(k, i)
+            pose = np.linalg.inv(robot.odom_at_image(i) @ robot.optical_in_base(k)) if odometry else None  # odom->cam
+            result = pipeline.process(Frame(stamp_ns=view.stamp_ns, rgb=view.rgb, K=view.K, frame_id=camera_frame(k),
+                                            pose_w2c=pose, camera=k,
+                                            mount=robot.optical_in_base(k) if rig else None))
+            for f in result.new_frames if result is not None else ():
+                st = eval_stride(f.depth.shape)  # the demo's subsampling
+                gt_depth.append(robot.view(f.camera, robot.index_of(f.stamp_ns)).depth[::st, ::st].reshape(-1))
+                pred_depth.append(f.depth[::st, ::st].reshape(-1))
     stamps, c2w = pipeline.trajectory()
     if len(stamps) < 3:
         raise RuntimeError(f"{spec}: only {len(stamps)} poses came out (windows of {v['window_size']} frames)")
@@ -117,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the node's pose_refine (auto = the weights' recommendation)")
     ap.add_argument("--depth-refine", default="off", choices=("multiview", "off"),
                     help="the node's depth_refine (multi-view depth correction of each window's new frames)")
+    ap.add_argument("--rig", action="store_true", help="the demo's 'rig, baseline scale' mode: every camera with its "
+                    "calibrated mount, no odometry, metric (the rig window's default: the demo's 9 frames sharing 3)")
     ap.add_argument("--odometry", action="store_true", help="the demo's 'DA3 + odometry' mode: windows conditioned on "
                     "the wheel odometry's poses, metric depth scored without rescaling")
     ap.add_argument("--threads", type=int, default=2)
@@ -138,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             per_seed[seed] = da3_alone_ate(weights, robot_spec(seed, args.frames), args.process_res, oracle=args.oracle,
                                            window=args.window, overlap=args.overlap, refine=args.refine,
-                                           odometry=args.odometry, depth_refine=args.depth_refine)
+                                           odometry=args.odometry, depth_refine=args.depth_refine, rig=args.rig)
             sc = per_seed[seed]
             print(f"{name}  seed {seed:3d}: ATE {100 * sc['ate_rel_extent']:6.1f} % of the path extent "
                   f"({sc['ate_rmse']:.3f} m, {sc['poses']} poses); depth AbsRel {sc['abs_rel']:.3f} (per frame "
@@ -147,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = {"seeds": per_seed, "mean": float(ates.mean()), "median": float(np.median(ates)),
                          "abs_rel_mean": float(np.mean([s["abs_rel"] for s in per_seed.values()])),
                          "abs_rel_per_frame_mean": float(np.mean([s["abs_rel_per_frame"] for s in per_seed.values()]))}
-    print(f"\nDA3 alone (make demo's headline row), robots {args.seeds}: ATE / path extent; depth AbsRel (one "
-          "median scale per run, as the demo scores it; per frame: median-scaled frame by frame)")
+    mode = ("3-camera rig, baseline scale" if args.rig else "DA3 + odometry" if args.odometry
+            else "DA3 alone (make demo's headline row)")
+    print(f"\n{mode}, robots {args.seeds}: ATE / path extent; depth AbsRel (as the demo scores it: one median "
+          "scale per run, none in metric modes; per frame: median-scaled frame by frame)")
     print(f"{'weights':<40} {'mean':>7} {'median':>7} {'seed 0':>7} {'AbsRel':>7} {'/frame':>7}")
     for name, r in results.items():
         first = r["seeds"].get(0, {}).get("ate_rel_extent", float("nan"))

@@ -200,17 +200,19 @@ def rig_scale(frames: list[Frame], c2w: np.ndarray, tolerance_ns: int = 10_000_0
 
 
 def image_rig_scale(frames: list[Frame], pred: WindowPrediction, tolerance_ns: int = 10_000_000,
-                    initial: float = 1.0, patch: int = 5, min_texture: float = 0.02) -> float | None:
+                    initial: float = 1.0, span: float = 64.0, patch: int = 5, min_texture: float = 0.02,
+                    min_contrast: float = 0.1) -> float | None:
     """Metres per prediction unit from the images and the mounts: the factor on the predicted depth that makes each
     camera's image, moved by the calibrated (metric) transform to a camera of the same step, look like that
     camera's. Each step's cameras are compared with its middle camera (the middle one with its first neighbour);
     the cost of a factor is the mean 1 - ZNCC of ``patch`` x ``patch`` patches over the first camera's textured
-    pixels that the second sees at some factor (unseen counts as uncorrelated, 1), averaged over the pairs. A sweep
-    of 37 factors 1/64-64x around ``initial`` finds the lowest cost; 9 more around it and a parabola through the
-    lowest of those refine it. It needs the
-    cameras' views to overlap, not the network's relative cameras: a network whose cameras are off but whose depth
-    is right in shape gets the metric scale. None when no pair sees enough texture in common or the lowest cost is
-    at an end of the sweep."""
+    pixels that the second sees at some factor (unseen counts as uncorrelated, 1), averaged over the pairs.
+    Factors 1/``span``-``span`` x ``initial`` are swept 1.26x apart; 9 more around the lowest cost and a parabola
+    through the lowest of those refine it. It needs the cameras' views to overlap, not the network's relative
+    cameras: a network whose cameras are off but whose depth is right in shape gets the metric scale. None when no
+    pair sees enough texture in common, when the lowest cost is at an end of the sweep, or when it is not at least
+    ``min_contrast`` (a share) below the cost of the farthest factor (everything far away looks alike from cameras
+    a baseline apart: a minimum that does not beat that is no measurement)."""
     from da3_core.stream.multiview_depth import box_filter, sweep_costs
     from da3_core.stream.photometric import gray_at
 
@@ -245,11 +247,12 @@ def image_rig_scale(frames: list[Frame], pred: WindowPrediction, tolerance_ns: i
             used += 1
         return total / used if used else np.full(len(log_factors), np.inf)
 
-    coarse = np.linspace(np.log(1 / 64), np.log(64), 37)
+    half = max(1, int(np.ceil(np.log(span) / np.log(1.26))))
+    coarse = np.linspace(-np.log(span), np.log(span), 2 * half + 1)
     c = cost(coarse)
     k = int(np.argmin(c))
-    if not np.isfinite(c[k]) or k in (0, len(coarse) - 1):  # the images do not say
-        return None
+    if not np.isfinite(c[k]) or k in (0, len(coarse) - 1) or c[k] > (1.0 - min_contrast) * c[-1]:
+        return None  # the images do not say
     step = coarse[1] - coarse[0]
     fine = coarse[k] + np.linspace(-step, step, 9)
     c = cost(fine)
@@ -266,14 +269,14 @@ def _mean_rotation(Rs: list[np.ndarray]) -> np.ndarray:
 
 
 def align_to_rig(frames: list[Frame], pred: WindowPrediction, tolerance_ns: int = 10_000_000,
-                 scale_from: str = "baselines", previous: float | None = None
+                 scale_from: str = "baselines", previous: float | None = None, max_jump: float = 2.0
                  ) -> tuple[WindowPrediction, float, str] | None:
     """The prediction in metres and on the rigid rig (module docstring), the scale applied and where it came from;
     None when the window has no two cameras with mounts in one step (nothing to measure a baseline with).
     ``scale_from``: "baselines" (the predicted baselines' lengths, :func:`rig_scale`) or "images"
-    (:func:`image_rig_scale`, its sweep centred on ``previous`` (the last window's scale) or else the baselines';
-    where the images do not say, ``previous`` is kept, else the baselines' is used). Source: baselines | images |
-    kept."""
+    (:func:`image_rig_scale`, its sweep centred on ``previous`` (the last window's scale) within ``max_jump`` x of
+    it, or else on the baselines' over 1/64-64x; where the images do not say, ``previous`` is kept, else the
+    baselines' is used). Source: baselines | images | kept."""
     if scale_from not in ("baselines", "images"):
         raise ValueError(f"scale_from = {scale_from!r}: use 'baselines' or 'images'")
     c2w = invert_rigid(pred.w2c)
@@ -282,7 +285,8 @@ def align_to_rig(frames: list[Frame], pred: WindowPrediction, tolerance_ns: int 
         return None
     source = "baselines"
     if scale_from == "images":
-        seen = image_rig_scale(frames, pred, tolerance_ns, initial=previous or s)
+        seen = image_rig_scale(frames, pred, tolerance_ns, initial=previous or s,
+                               span=max_jump if previous else 64.0)
         if seen is not None:
             s, source = seen, "images"
         elif previous is not None:

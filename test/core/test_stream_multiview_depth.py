@@ -168,8 +168,8 @@ def test_the_pipeline_refines_the_delivered_depth_and_keeps_the_cameras():
 def test_a_rigs_images_give_its_metric_scale_where_the_predicted_baselines_are_wrong():
     """Two rendered cameras on a rig (25 deg and 0.12 m apart), two steps; the depth right up to a factor of
     1 / 3.7, the cameras the network's garbage (baselines anything): the images across the calibrated mounts give
-    the scale to 2 %; where the images cannot say (no texture) the last window's scale is kept, else the
-    baselines' is used."""
+    the scale to 2 %; where the images cannot say (no texture, or beyond 2x of the last window's scale) the last
+    window's scale is kept, else the baselines' is used."""
     frames, depths, _ = rig_walk()
     mounts = [np.eye(4), invert_rigid(mounted(np.eye(4)))]  # T(rig <- camera)
     frames = [replace(f, mount=mounts[f.camera]) for f in frames[:4]]
@@ -185,6 +185,9 @@ def test_a_rigs_images_give_its_metric_scale_where_the_predicted_baselines_are_w
     assert source == "images" and s == pytest.approx(3.7, rel=0.02)
     for f, d in zip(frames, aligned.depth):
         assert np.nanmedian(d / depths[f.index]) == pytest.approx(1.0, rel=0.02)
+    # a later window: the sweep stays within 2x of the last window's scale, and keeps that where the truth is beyond
+    assert align_to_rig(frames, pred, 1, scale_from="images", previous=3.0)[2] == "images"
+    assert align_to_rig(frames, pred, 1, scale_from="images", previous=1.2)[1:] == (1.2, "kept")
     blank = [replace(f, rgb=np.full_like(f.rgb, 128)) for f in frames]
     assert image_rig_scale(blank, pred, 1) is None
     assert align_to_rig(blank, pred, 1, scale_from="images", previous=2.5)[1:] == (2.5, "kept")
