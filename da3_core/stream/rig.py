@@ -201,7 +201,7 @@ def rig_scale(frames: list[Frame], c2w: np.ndarray, tolerance_ns: int = 10_000_0
 
 def image_rig_scale(frames: list[Frame], pred: WindowPrediction, tolerance_ns: int = 10_000_000,
                     initial: float = 1.0, span: float = 64.0, patch: int = 5, min_texture: float = 0.02,
-                    min_contrast: float = 0.1) -> float | None:
+                    min_contrast: float = 0.1, max_side: int = 96) -> float | None:
     """Metres per prediction unit from the images and the mounts: the factor on the predicted depth that makes each
     camera's image, moved by the calibrated (metric) transform to a camera of the same step, look like that
     camera's. Each step's cameras are compared with its middle camera (the middle one with its first neighbour);
@@ -212,32 +212,33 @@ def image_rig_scale(frames: list[Frame], pred: WindowPrediction, tolerance_ns: i
     cameras: a network whose cameras are off but whose depth is right in shape gets the metric scale. None when no
     pair sees enough texture in common, when the lowest cost is at an end of the sweep, or when it is not at least
     ``min_contrast`` (a share) below the cost of the farthest factor (everything far away looks alike from cameras
-    a baseline apart: a minimum that does not beat that is no measurement)."""
+    a baseline apart: a minimum that does not beat that is no measurement). Images and depth are block-averaged
+    until their long side is at most ``max_side`` (one factor for the window needs no more)."""
     from da3_core.stream.multiview_depth import box_filter, sweep_costs
-    from da3_core.stream.photometric import gray_at
+    from da3_core.stream.photometric import downsampled, gray_at
 
-    grays: dict[int, np.ndarray] = {}
-    pairs = []  # (camera view i, its depth, [(grey, K, w2c) of the view it is compared with]); w2c: rig <- camera
+    views: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # grey, depth (no sky), K at the working size
+    pairs = []  # (camera view i, view j it is compared with)
     for step in _steps_of(frames, tolerance_ns):
         cams = [i for i in step if frames[i].mount is not None]
         if len(cams) < 2:
             continue
         middle = cams[len(cams) // 2]
         for i in cams:
-            grays.setdefault(i, gray_at(frames[i].rgb, pred.depth[i].shape))
-        for i in cams:
-            j = middle if i != middle else cams[cams.index(middle) - 1]
             depth = pred.depth[i] if pred.sky is None else np.where(pred.sky[i], np.nan, pred.depth[i])
-            pairs.append((i, depth.astype(np.float32), [(grays[j], pred.K[j], invert_rigid(frames[j].mount))]))
+            views[i] = downsampled(gray_at(frames[i].rgb, depth.shape), depth.astype(np.float32), pred.K[i],
+                                   max_side)
+        pairs += [(i, middle if i != middle else cams[cams.index(middle) - 1]) for i in cams]
     if not pairs:
         return None
 
     def cost(log_factors: np.ndarray) -> np.ndarray:
         total, used = np.zeros(len(log_factors)), 0
-        for i, depth, other in pairs:
-            g = grays[i]
-            costs = sweep_costs(g, depth, pred.K[i], invert_rigid(frames[i].mount), other,
-                                np.log(initial) + log_factors, patch)
+        for i, j in pairs:
+            g, depth, K_i = views[i]
+            other = [(views[j][0], views[j][2], invert_rigid(frames[j].mount))]
+            costs = sweep_costs(g, depth, K_i, invert_rigid(frames[i].mount), other, np.log(initial) + log_factors,
+                                patch)
             mean = box_filter(g, patch)
             std = np.sqrt(np.maximum(box_filter(g * g, patch) - mean * mean, 0.0))
             use = np.isfinite(costs).any(axis=0) & (std >= min_texture)
