@@ -159,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = {"seeds": per_seed, "mean": float(ates.mean()), "median": float(np.median(ates)),
                          "abs_rel_mean": float(np.mean([s["abs_rel"] for s in per_seed.values()])),
                          "abs_rel_per_frame_mean": float(np.mean([s["abs_rel_per_frame"] for s in per_seed.values()]))}
-    mode = ("3-camera rig, baseline scale" if args.rig else "DA3 + odometry" if args.odometry
-            else "DA3 alone (make demo's headline row)")
+    mode = {(True, True): "3-camera rig + odometry", (True, False): "3-camera rig, baseline scale",
+            (False, True): "DA3 + odometry", (False, False): "DA3 alone (make demo's headline row)"}[
+        (args.rig, args.odometry)]
     print(f"\n{mode}, robots {args.seeds}: ATE / path extent; depth AbsRel (as the demo scores it: one median "
           "scale per run, none in metric modes; per frame: median-scaled frame by frame)")
     print(f"{'weights':<40} {'mean':>7} {'median':>7} {'seed 0':>7} {'AbsRel':>7} {'/frame':>7}")
