@@ -93,7 +93,9 @@ class PipelineConfig:
     tsdf_queue_size: int = 4  # live mode: keyframes waiting for the TSDF thread (more are dropped, counted)
     tsdf_map: TsdfConfig = field(default_factory=lambda: TsdfConfig(voxel_size=0.05, stride=2, block_count=2000))
     pose_refine: str = "off"  # "photometric": one-camera relative windows get their cameras and per-view depth
-    # scales from direct image alignment on their depth before chaining (da3_core.stream.photometric)
+    # scales from direct image alignment on their depth before chaining, pose-conditioned windows their metric depth
+    # scale, relative rig windows their metric scale from the images across the mounts and their motion from each
+    # camera's frames (da3_core.stream.photometric, da3_core.stream.rig)
     refine: RefineConfig = field(default_factory=RefineConfig)  # its knobs
     depth_refine: str = "off"  # "multiview": each view's depth corrected by a plane sweep against its neighbours in
     # the window, after pose_refine (da3_core.stream.multiview_depth)
@@ -456,6 +458,7 @@ class StreamPipeline:
             self.chainer.reset()
             if self.refiner is not None:
                 self.refiner.reset()
+            self.rig_scale = None  # the next rig window measures its scale afresh
             if self.map is not None:
                 self.map.clear()
             if self.submaps is not None:

@@ -309,3 +309,6 @@ def test_a_relative_rig_gets_its_metric_path_from_the_images():
     assert pipe.is_metric and pipe.counts["rig_scale_images"] >= 2
     assert pipe.refiner.counts["rig_windows_refined"] >= 2
     assert on < 0.05 and off > 4 * on
+    assert pipe.rig_scale is not None
+    pipe.reset()  # a new start measures its scale afresh (not within 2x of the old one)
+    assert pipe.rig_scale is None
