@@ -8,9 +8,12 @@ whose cameras and depth share one scale), its other views say where each texture
 which the pixel's patch looks the same in the neighbours (classical multi-view stereo). The sweep searches only a
 factor of the network's depth per pixel, so the network's shape stays where the images say nothing.
 
-Windows conditioned on given poses are left as they are (their relative poses are the odometry's, whose errors
-the sweep would read as depth). For each view ``r`` of a window (views of other cameras are not used):
-1. Up to ``neighbours`` views of the same camera on each side of it in the window (time order) are its neighbours.
+For each view ``r`` of a window:
+1. Its neighbours: up to ``neighbours`` views of the same camera on each side of it in the window (time order), and
+   (a rig: ``step_ns`` > 0) the views of the other cameras of its time step, whose pose relative to r is the
+   calibrated mount's. In a window conditioned on given poses only the latter are used: the odometry's small errors
+   between frames are parallax errors to the sweep (on the robots they made each frame's depth worse, AbsRel 0.171
+   -> 0.190), while the cameras of one step are apart by their mounts.
 2. For each of ``factors`` log-spaced factors f in [``min_factor``, ``max_factor``], r's pixels are moved to
    depth f x depth_r, projected into every neighbour, and the neighbour's grey image is sampled there. The cost of
    f at a pixel is 1 - ZNCC of the ``patch`` x ``patch`` patches of r and the warped neighbour, averaged over the
@@ -40,7 +43,7 @@ from da3_core.stream.photometric import gray_at
 from da3_core.stream.predictor import WindowPrediction
 
 __all__ = ["MultiViewDepthConfig", "ViewCorrection", "MultiViewDepthRefiner", "box_filter", "neighbour_views",
-           "refine_view_depth", "sweep_costs"]
+           "refine_view_depth", "step_views", "sweep_costs"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,16 @@ def neighbour_views(cameras: list[int], index: int, per_side: int) -> list[int]:
     before = same[max(0, at - per_side):at][::-1]
     after = same[at + 1:at + 1 + per_side]
     return before + after
+
+
+def step_views(frames: list[Frame], index: int, step_ns: int) -> list[int]:
+    """Indices of the views of other cameras than ``frames[index]``'s whose stamps are within ``step_ns`` of its
+    (a rig's time step); none when ``step_ns`` <= 0."""
+    if step_ns <= 0:
+        return []
+    f = frames[index]
+    return [k for k, g in enumerate(frames)
+            if g.camera != f.camera and abs(int(g.stamp_ns) - int(f.stamp_ns)) <= step_ns]
 
 
 def box_filter(image: np.ndarray, side: int) -> np.ndarray:
@@ -203,13 +216,15 @@ class MultiViewDepthRefiner:
         self.last: list[ViewCorrection] = []  # the last refined window's views
         self._lock = threading.Lock()
 
-    def refine(self, frames: list[Frame], pred: WindowPrediction, views: list[int] | None = None) -> WindowPrediction:
-        """``pred`` with the depth of ``views`` (default: all) corrected against their neighbours. Returned
-        unchanged: a window with no two views of one camera, and a window conditioned on given poses (odometry's
-        small errors between frames are parallax errors to the sweep: on the robots it made each frame's depth
-        worse, AbsRel 0.171 -> 0.190)."""
+    def refine(self, frames: list[Frame], pred: WindowPrediction, views: list[int] | None = None,
+               step_ns: int = 0) -> WindowPrediction:
+        """``pred`` with the depth of ``views`` (default: all) corrected against their neighbours (module
+        docstring; ``step_ns``: a rig's time-step tolerance, 0 for one camera). Returned unchanged when no view has
+        a neighbour."""
         cameras = [f.camera for f in frames]
-        if pred.pose_conditioned or max(cameras.count(c) for c in set(cameras)) < 2:
+        neighbours = {r: ([] if pred.pose_conditioned else neighbour_views(cameras, r, self.cfg.neighbours))
+                      + step_views(frames, r, step_ns) for r in (range(len(frames)) if views is None else views)}
+        if not any(neighbours.values()):
             self.counts["windows_unchanged"] += 1
             return pred
         t0 = time.perf_counter()
@@ -217,9 +232,9 @@ class MultiViewDepthRefiner:
         grays = [gray_at(f.rgb, pred.depth[k].shape) for k, f in enumerate(frames)]
         done: list[ViewCorrection] = []
         with self._lock:
-            for r in range(len(frames)) if views is None else views:
+            for r, near in neighbours.items():
                 d = pred.depth[r] if pred.sky is None else np.where(pred.sky[r], np.nan, pred.depth[r])
-                others = [(grays[n], pred.K[n], pred.w2c[n]) for n in neighbour_views(cameras, r, self.cfg.neighbours)]
+                others = [(grays[n], pred.K[n], pred.w2c[n]) for n in near]
                 refined, correction = refine_view_depth(grays[r], d.astype(np.float32), pred.K[r], pred.w2c[r], others,
                                                         self.cfg)
                 if correction.applied:

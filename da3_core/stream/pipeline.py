@@ -517,7 +517,8 @@ class StreamPipeline:
         window's scale). The chainer keeps the network's depth (the next window aligns to it), so the refinement
         changes what is delivered (depth images, clouds, map), not the cameras."""
         new = [k for k, cf in enumerate(chain.frames) if cf.is_new]
-        refined = self.depth_refiner.refine(frames, pred, views=new).depth
+        refined = self.depth_refiner.refine(frames, pred, views=new,
+                                            step_ns=getattr(self.window, "tolerance_ns", 0)).depth
         s = np.float32(chain.scale)
         return [replace(cf, depth=np.multiply(refined[k], s, dtype=np.float32)) if cf.is_new else cf
                 for k, cf in enumerate(chain.frames)]

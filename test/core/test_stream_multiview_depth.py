@@ -18,6 +18,7 @@ from da3_core.stream.multiview_depth import (
     MultiViewDepthRefiner,
     neighbour_views,
     refine_view_depth,
+    step_views,
     sweep_costs,
 )
 from da3_core.stream.pipeline import PipelineConfig, StreamPipeline
@@ -195,3 +196,26 @@ def test_a_rigs_images_give_its_metric_scale_where_the_predicted_baselines_are_w
     assert align_to_rig(frames, pred, 1)[1:] == (pytest.approx(baselines), "baselines")
     with pytest.raises(ValueError, match="scale_from"):
         align_to_rig(frames, pred, 1, scale_from="odometry")
+
+
+def test_a_rigs_cameras_of_one_step_refine_each_other_even_on_given_poses():
+    """Two rendered cameras of a rig, three steps, the true poses given (odometry-conditioned) and each view's
+    depth 1.3x or 0.75x off: with the rig's step tolerance each view is swept against the other camera of its step
+    (their relative pose is the mount's) and comes back to within a few per cent; the same camera's other steps are
+    not used on given poses (a window of one camera on given poses stays unchanged)."""
+    frames, depths, w2cs = rig_walk()
+    window = frames[:6]
+    depth = np.stack([depths[f.index] * np.float32(1.3 if k % 3 else 0.75) for k, f in enumerate(window)])
+    pred = WindowPrediction(depth=depth, conf=np.ones_like(depth), sky=None, K=np.stack([K] * 6),
+                            w2c=np.stack([w2cs[f.index] for f in window]), is_metric=True, pose_conditioned=True)
+    assert step_views(window, 2, 1) == [3] and step_views(window, 2, 0) == []
+    before = np.mean([abs_rel(pred.depth[k], depths[f.index]) for k, f in enumerate(window)])
+    refiner = MultiViewDepthRefiner()
+    out = refiner.refine(window, pred, step_ns=1)
+    after = [abs_rel(out.depth[k], depths[f.index]) for k, f in enumerate(window)]
+    print(f"AbsRel {before:.3f} -> {np.round(after, 3)}")
+    assert before > 0.2 and max(after) < 0.25 * before
+    assert refiner.counts["views_corrected"] == 6
+    one_camera = [f for f in window if f.camera == 0]
+    sub = replace(pred, depth=pred.depth[::2], conf=pred.conf[::2], K=pred.K[::2], w2c=pred.w2c[::2])
+    assert refiner.refine(one_camera, sub, step_ns=1) is sub
