@@ -99,9 +99,10 @@ PARAMS: tuple[Param, ...] = (
     Param("refine_max_rotation_deg", 6.0, "pose_refine: largest change of rotation between consecutive frames' "
           "motions the alignment may find (deg; beyond it the last motion is kept)", range=(0.1, 180.0)),
     Param("depth_refine", "off", "'multiview': the depth of each window's new frames is corrected by a plane sweep "
-          "against the window's other views of their camera, around the network's depth (da3_core.stream."
-          "multiview_depth; changes the depth images, clouds and map, not the cameras; ~0.1 s of CPU per new frame "
-          "at process_res 168); 'off'", choices=("multiview", "off")),
+          "against the window's other views of their camera and a rig's other cameras of their time step (on given "
+          "poses only the latter), around the network's depth (da3_core.stream.multiview_depth; changes the depth "
+          "images, clouds and map, not the cameras; ~0.1 s of CPU per new frame at process_res 168); 'off'",
+          choices=("multiview", "off")),
     Param("min_interval_s", 0.0, "keyframe gate: least time between keyframes (s, 0 = off)", range=(0.0, 60.0)),
     Param("min_motion", 0.0, "keyframe gate: least mean grey-level change (0-255, 0 = off)", range=(0.0, 255.0)),
     Param("max_pending_windows", 1, "windows waiting for the inference worker: 1 = latest wins (live cameras), more = "
