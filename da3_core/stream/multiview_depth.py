@@ -43,7 +43,7 @@ from da3_core.stream.photometric import gray_at
 from da3_core.stream.predictor import WindowPrediction
 
 __all__ = ["MultiViewDepthConfig", "ViewCorrection", "MultiViewDepthRefiner", "box_filter", "neighbour_views",
-           "refine_view_depth", "step_views", "sweep_costs"]
+           "parabola_offset", "patch_mean_var", "refine_view_depth", "step_views", "sweep_costs", "textured"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,29 @@ def box_filter(image: np.ndarray, side: int) -> np.ndarray:
     return cv2.blur(image, (side, side), borderType=cv2.BORDER_REFLECT)
 
 
+def patch_mean_var(image: np.ndarray, patch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance (clipped at 0) of each ``patch`` x ``patch`` patch of ``image``."""
+    mean = box_filter(image, patch)
+    return mean, np.maximum(box_filter(image * image, patch) - mean * mean, 0.0)
+
+
+def textured(gray: np.ndarray, patch: int, min_texture: float) -> np.ndarray:
+    """(H, W) bool: the ``patch`` x ``patch`` patch around each pixel has a grey-level spread of >= ``min_texture``."""
+    return np.sqrt(patch_mean_var(gray.astype(np.float32), patch)[1]) >= min_texture
+
+
+def parabola_offset(lo: np.ndarray, mid: np.ndarray, hi: np.ndarray, min_curve: float = 1e-12) -> np.ndarray:
+    """Offset, in grid steps from the middle sample, of the vertex of the parabola through three equally spaced
+    costs (``lo``, ``mid``, ``hi``: arrays or scalars); 0 where their curvature is not above ``min_curve`` or they
+    are not finite."""
+    lo, mid, hi = (np.asarray(x, dtype=np.float64) for x in (lo, mid, hi))
+    ok = np.isfinite(lo) & np.isfinite(mid) & np.isfinite(hi)
+    lo, mid, hi = (np.where(ok, x, 0.0) for x in (lo, mid, hi))
+    curve = lo - 2.0 * mid + hi
+    ok &= curve > min_curve
+    return np.where(ok, 0.5 * (lo - hi) / np.where(ok, curve, 1.0), 0.0)
+
+
 def sweep_costs(gray_r: np.ndarray, depth_r: np.ndarray, K_r: np.ndarray, w2c_r: np.ndarray,
                 others: list[tuple[np.ndarray, np.ndarray, np.ndarray]], log_factors: np.ndarray, patch: int
                 ) -> np.ndarray:
@@ -130,8 +153,7 @@ def sweep_costs(gray_r: np.ndarray, depth_r: np.ndarray, K_r: np.ndarray, w2c_r:
     valid_r = np.isfinite(depth_r) & (depth_r > 0)
     d = np.where(valid_r, depth_r, 1.0).reshape(-1).astype(np.float32)
     g = gray_r.astype(np.float32)
-    mean_r = box_filter(g, patch)
-    var_r = np.maximum(box_filter(g * g, patch) - mean_r * mean_r, 0.0)
+    mean_r, var_r = patch_mean_var(g, patch)
     c2w_r = invert_rigid(np.asarray(w2c_r, dtype=np.float64))
     moves = [(gray.astype(np.float32), K, (np.asarray(w2c, dtype=np.float64) @ c2w_r).astype(np.float32))
              for gray, K, w2c in others]
@@ -152,8 +174,7 @@ def sweep_costs(gray_r: np.ndarray, depth_r: np.ndarray, K_r: np.ndarray, w2c_r:
             inside = (warped >= 0).astype(np.float32)
             full = box_filter(inside, patch) > 1.0 - 1e-4  # the neighbour sees the whole patch
             w = np.where(inside > 0, warped, 0.0).astype(np.float32)
-            mean_w = box_filter(w, patch)
-            var_w = np.maximum(box_filter(w * w, patch) - mean_w * mean_w, 0.0)
+            mean_w, var_w = patch_mean_var(w, patch)
             cov = box_filter(g * w, patch) - mean_r * mean_w
             zncc = cov / np.sqrt(np.maximum(var_r * var_w, 1e-12))
             total += np.where(full, 1.0 - zncc, 0.0)
@@ -179,22 +200,15 @@ def refine_view_depth(gray_r: np.ndarray, depth_r: np.ndarray, K_r: np.ndarray, 
     filled = np.where(np.isfinite(costs), costs, np.inf)
     best = np.argmin(filled, axis=0)
     c0 = np.take_along_axis(filled, best[None], 0)[0]
-    g = gray_r.astype(np.float32)
-    mean = box_filter(g, cfg.patch)
-    std = np.sqrt(np.maximum(box_filter(g * g, cfg.patch) - mean * mean, 0.0))
     inner = (best > 0) & (best < len(lfs) - 1)
-    matched = valid & np.isfinite(c0) & (c0 < cfg.max_cost) & (std >= cfg.min_texture) & inner
+    matched = valid & np.isfinite(c0) & (c0 < cfg.max_cost) & textured(gray_r, cfg.patch, cfg.min_texture) & inner
     share = float(matched.sum()) / float(valid.sum())
     if share < max(cfg.min_matched, 1e-12):
         return depth_r, ViewCorrection(share, 1.0, False)
     # sub-step: the parabola through the best cost and its two neighbours on the log-factor grid
     lo = np.take_along_axis(filled, np.clip(best - 1, 0, len(lfs) - 1)[None], 0)[0]
     hi = np.take_along_axis(filled, np.clip(best + 1, 0, len(lfs) - 1)[None], 0)[0]
-    ok = matched & np.isfinite(lo) & np.isfinite(hi)
-    lo, c0, hi = (np.where(ok, x, 0.0) for x in (lo, c0, hi))
-    curve = lo - 2.0 * c0 + hi
-    ok &= curve > 1e-9
-    offset = np.where(ok, 0.5 * (lo - hi) / np.where(ok, curve, 1.0), 0.0)
+    offset = np.where(matched, parabola_offset(lo, c0, hi, min_curve=1e-9), 0.0)
     step = float(lfs[1] - lfs[0])
     log_factor = (lfs[best] + np.clip(offset, -0.5, 0.5) * step).astype(np.float32)
     weight = matched.astype(np.float32)

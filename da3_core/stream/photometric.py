@@ -40,6 +40,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -49,7 +50,7 @@ from da3_core.stream.frame import Frame
 from da3_core.stream.predictor import WindowPrediction
 
 __all__ = ["RefineConfig", "PairMotion", "PhotometricRefiner", "align_pair", "block_average", "downsampled", "gray_at",
-           "rotation_angle_deg"]
+           "repeats_a_camera", "rotation_angle_deg"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,12 @@ class PairMotion:
         T = np.eye(4)
         T[:3, :3], T[:3, 3] = self.R, self.t_rel * median_a
         return T
+
+
+def repeats_a_camera(frames: list[Frame]) -> bool:
+    """Whether some camera has at least two views among ``frames`` (a pair to align, a neighbour to sweep)."""
+    cameras = [f.camera for f in frames]
+    return len(cameras) > len(set(cameras))
 
 
 def rotation_angle_deg(R: np.ndarray) -> float:
@@ -267,9 +274,8 @@ class PhotometricRefiner:
     def applies_to(frames: list[Frame], pred: WindowPrediction) -> bool:
         """At least two views of one camera, and either relative with one camera (the network's own cameras) or
         conditioned on metric poses, any number of cameras (the given cameras set the scale, camera by camera); not a
-        metric network's own cameras, nor a relative rig (its mounts set its scale)."""
-        cameras = [f.camera for f in frames]
-        if max(cameras.count(c) for c in set(cameras)) < 2:
+        metric network's own cameras, nor a relative rig (its mounts set its scale: :meth:`refine_rig`)."""
+        if not repeats_a_camera(frames):
             return False
         if pred.pose_conditioned:
             return pred.is_metric
@@ -281,6 +287,26 @@ class PhotometricRefiner:
         if not self.applies_to(frames, pred):
             self.counts["windows_unchanged"] += 1
             return pred
+        return self._refined(frames, pred, "windows_scaled_by_poses" if pred.pose_conditioned else "windows_refined")
+
+    def refine_rig(self, frames: list[Frame], pred: WindowPrediction, tolerance_ns: int) -> WindowPrediction:
+        """A relative rig window already in metres and on the rig (:func:`~da3_core.stream.rig.align_to_rig`): each
+        camera's consecutive views aligned as in a one-camera window (motions in the metric depth's units, per-view
+        depth scales relative to the camera's first view), then every time step's cameras put back on the rigid
+        rig (the mean of what its cameras' chains say, :func:`~da3_core.stream.rig.place_on_rig`). Unchanged when
+        no camera has two views, when a view has no depth, or when the alignment fails (counted)."""
+        from da3_core.stream.rig import place_on_rig
+
+        if not repeats_a_camera(frames):
+            self.counts["windows_unchanged"] += 1
+            return pred
+        return self._refined(frames, pred, "rig_windows_refined",
+                             lambda w2c: invert_rigid(place_on_rig(frames, invert_rigid(w2c), tolerance_ns)))
+
+    def _refined(self, frames: list[Frame], pred: WindowPrediction, outcome: str,
+                 finish: Callable[[np.ndarray], np.ndarray] | None = None) -> WindowPrediction:
+        """:meth:`_refine` on a window it applies to, counted as ``outcome``; ``finish`` maps the refined w2c (a rig:
+        back onto its mounts). Unchanged (counted) when a view has no depth or the alignment fails."""
         t0 = time.perf_counter()
         views = self._views(frames, pred)
         if not all(np.any(np.isfinite(d) & (d > 0)) for _, d, _ in views):
@@ -292,36 +318,9 @@ class PhotometricRefiner:
             except (RuntimeError, ValueError, np.linalg.LinAlgError):  # the window goes on as the network gave it
                 self.counts["windows_refine_failed"] += 1
                 return pred
-        self.counts["windows_scaled_by_poses" if pred.pose_conditioned else "windows_refined"] += 1
-        timings = dict(pred.timings)
-        timings["refine_s"] = time.perf_counter() - t0
-        return replace(pred, depth=depth, w2c=w2c, timings=timings)
-
-    def refine_rig(self, frames: list[Frame], pred: WindowPrediction, tolerance_ns: int) -> WindowPrediction:
-        """A relative rig window already in metres and on the rig (:func:`~da3_core.stream.rig.align_to_rig`): each
-        camera's consecutive views aligned as in a one-camera window (motions in the metric depth's units, per-view
-        depth scales relative to the camera's first view), then every time step's cameras put back on the rigid
-        rig (the mean of what its cameras' chains say, :func:`~da3_core.stream.rig.place_on_rig`). Unchanged when
-        no camera has two views, when a view has no depth, or when the alignment fails (counted)."""
-        from da3_core.stream.rig import place_on_rig
-
-        cameras = [f.camera for f in frames]
-        if max(cameras.count(c) for c in set(cameras)) < 2:
-            self.counts["windows_unchanged"] += 1
-            return pred
-        t0 = time.perf_counter()
-        views = self._views(frames, pred)
-        if not all(np.any(np.isfinite(d) & (d > 0)) for _, d, _ in views):
-            self.counts["windows_without_depth"] += 1
-            return pred
-        with self._lock:
-            try:
-                depth, w2c = self._refine(frames, replace(pred, pose_conditioned=False), views)
-            except (RuntimeError, ValueError, np.linalg.LinAlgError):
-                self.counts["windows_refine_failed"] += 1
-                return pred
-        w2c = invert_rigid(place_on_rig(frames, invert_rigid(w2c), tolerance_ns))
-        self.counts["rig_windows_refined"] += 1
+        if finish is not None:
+            w2c = finish(w2c)
+        self.counts[outcome] += 1
         timings = dict(pred.timings)
         timings["refine_s"] = time.perf_counter() - t0
         return replace(pred, depth=depth, w2c=w2c, timings=timings)

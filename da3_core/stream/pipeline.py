@@ -405,6 +405,11 @@ class StreamPipeline:
         pts = (points @ C[:3, :3].T.astype(np.float32) + C[:3, 3].astype(np.float32)).astype(np.float32)
         return out, pts, C @ transform
 
+    @property
+    def _step_ns(self) -> int:
+        """A rig window's time-step tolerance (ns); 0 for a one-camera sliding window."""
+        return getattr(self.window, "tolerance_ns", 0)
+
     def _to_rig(self, window: Window, pred: WindowPrediction) -> WindowPrediction:
         """An unconditioned window of several cameras with calibrated mounts, scaled to metres and placed on the
         rigid rig (:func:`~da3_core.stream.rig.align_to_rig`; with the photometric refinement the scale is read from
@@ -412,7 +417,7 @@ class StreamPipeline:
         if pred.pose_conditioned or len({f.camera for f in window.frames if f.mount is not None}) < 2:
             return pred
         scale_from = "images" if self.cfg.pose_refine == "photometric" else "baselines"
-        aligned = align_to_rig(window.frames, pred, getattr(self.window, "tolerance_ns", 0), scale_from,
+        aligned = align_to_rig(window.frames, pred, self._step_ns, scale_from,
                                previous=self.rig_scale if scale_from == "images" else None)
         with self._lock:
             self.counts["rig_aligned" if aligned is not None else "rig_unaligned"] += 1
@@ -423,7 +428,7 @@ class StreamPipeline:
             return pred
         if self.refiner is None:
             return aligned[0]
-        return self.refiner.refine_rig(window.frames, aligned[0], getattr(self.window, "tolerance_ns", 0))
+        return self.refiner.refine_rig(window.frames, aligned[0], self._step_ns)
 
     def _drift(self, window: Window, pred: WindowPrediction, chain: ChainResult) -> DriftSample | None:
         """Drift sample of the window's first camera when all its frames carry a known (odometry) pose."""
@@ -518,7 +523,7 @@ class StreamPipeline:
         changes what is delivered (depth images, clouds, map), not the cameras."""
         new = [k for k, cf in enumerate(chain.frames) if cf.is_new]
         refined = self.depth_refiner.refine(frames, pred, views=new,
-                                            step_ns=getattr(self.window, "tolerance_ns", 0)).depth
+                                            step_ns=self._step_ns).depth
         s = np.float32(chain.scale)
         return [replace(cf, depth=np.multiply(refined[k], s, dtype=np.float32)) if cf.is_new else cf
                 for k, cf in enumerate(chain.frames)]

@@ -214,10 +214,11 @@ def image_rig_scale(frames: list[Frame], pred: WindowPrediction, tolerance_ns: i
     ``min_contrast`` (a share) below the cost of the farthest factor (everything far away looks alike from cameras
     a baseline apart: a minimum that does not beat that is no measurement). Images and depth are block-averaged
     until their long side is at most ``max_side`` (one factor for the window needs no more)."""
-    from da3_core.stream.multiview_depth import box_filter, sweep_costs
+    from da3_core.stream.multiview_depth import parabola_offset, sweep_costs, textured
     from da3_core.stream.photometric import downsampled, gray_at
 
     views: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # grey, depth (no sky), K at the working size
+    texture: dict[int, np.ndarray] = {}  # the view's textured pixels
     pairs = []  # (camera view i, view j it is compared with)
     for step in _steps_of(frames, tolerance_ns):
         cams = [i for i in step if frames[i].mount is not None]
@@ -228,6 +229,7 @@ def image_rig_scale(frames: list[Frame], pred: WindowPrediction, tolerance_ns: i
             depth = pred.depth[i] if pred.sky is None else np.where(pred.sky[i], np.nan, pred.depth[i])
             views[i] = downsampled(gray_at(frames[i].rgb, depth.shape), depth.astype(np.float32), pred.K[i],
                                    max_side)
+            texture[i] = textured(views[i][0], patch, min_texture)
         pairs += [(i, middle if i != middle else cams[cams.index(middle) - 1]) for i in cams]
     if not pairs:
         return None
@@ -239,9 +241,7 @@ def image_rig_scale(frames: list[Frame], pred: WindowPrediction, tolerance_ns: i
             other = [(views[j][0], views[j][2], invert_rigid(frames[j].mount))]
             costs = sweep_costs(g, depth, K_i, invert_rigid(frames[i].mount), other, np.log(initial) + log_factors,
                                 patch)
-            mean = box_filter(g, patch)
-            std = np.sqrt(np.maximum(box_filter(g * g, patch) - mean * mean, 0.0))
-            use = np.isfinite(costs).any(axis=0) & (std >= min_texture)
+            use = np.isfinite(costs).any(axis=0) & texture[i]
             if use.sum() < 64:
                 continue
             total += np.where(np.isfinite(costs[:, use]), costs[:, use], 1.0).mean(axis=1)
@@ -258,8 +258,7 @@ def image_rig_scale(frames: list[Frame], pred: WindowPrediction, tolerance_ns: i
     fine = coarse[k] + np.linspace(-step, step, 9)
     c = cost(fine)
     k = int(np.clip(np.argmin(c), 1, len(fine) - 2))
-    curve = c[k - 1] - 2.0 * c[k] + c[k + 1]  # the parabola through the lowest cost and its neighbours
-    offset = float(np.clip(0.5 * (c[k - 1] - c[k + 1]) / curve, -1.0, 1.0)) if curve > 1e-12 else 0.0
+    offset = float(np.clip(parabola_offset(c[k - 1], c[k], c[k + 1]), -1.0, 1.0))  # through the lowest and its two
     return float(initial * np.exp(fine[k] + offset * (fine[1] - fine[0])))
 
 

@@ -17,6 +17,7 @@ from da3_core.stream.multiview_depth import (
     MultiViewDepthConfig,
     MultiViewDepthRefiner,
     neighbour_views,
+    parabola_offset,
     refine_view_depth,
     step_views,
     sweep_costs,
@@ -57,6 +58,20 @@ def test_neighbours_are_the_nearest_views_of_the_same_camera():
     assert neighbour_views(cameras, 5, 2) == [4, 2]
     assert neighbour_views(cameras, 1, 2) == [3]
     assert neighbour_views([0], 0, 3) == []
+
+
+def test_the_parabola_finds_the_vertex_of_sampled_quadratics():
+    """Costs a (x - x0)^2 + c sampled at x = -1, 0, 1 put the vertex at x0 (closed form); flat, downward,
+    too little curved or non-finite samples give 0."""
+    x0 = np.array([0.3, -0.45, 0.0])
+    a = np.array([2.0, 0.5, 1.0])
+    cost = [a * (x - x0) ** 2 + 0.1 for x in (-1.0, 0.0, 1.0)]
+    np.testing.assert_allclose(parabola_offset(*cost), x0, atol=1e-12)
+    assert parabola_offset(1.0, 1.0, 1.0) == 0.0 and parabola_offset(0.0, 1.0, 0.0) == 0.0
+    assert parabola_offset(np.inf, 0.0, 1.0) == 0.0
+    barely = (1.0 + 1e-10, 1.0, 1.0)  # curvature 1e-10: a vertex half a step up, unless that is below min_curve
+    assert parabola_offset(*barely) == pytest.approx(0.5, rel=1e-4)
+    assert parabola_offset(*barely, min_curve=1e-9) == 0.0
 
 
 def test_the_sweep_is_lowest_at_the_true_depth_of_a_plane():
