@@ -56,7 +56,7 @@ def robot_spec(seed: int, frames: int = 0) -> str:
     return spec
 
 
-def da3_alone_ate(weights: str, spec: str, process_res: int = 168, oracle: bool = False, window: int = 0,
+def demo_mode_scores(weights: str, spec: str, process_res: int = 168, oracle: bool = False, window: int = 0,
                   overlap: int = -1, refine: str = "auto", odometry: bool = False, depth_refine: str = "off",
                   rig: bool = False) -> dict[str, float]:
     """Run the node's pipeline on camera 0 of the robot ``spec`` (the demo's ``da3`` mode; ``odometry``: its
@@ -148,9 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, weights in zip(names, [""] if args.oracle else args.weights):
         per_seed = {}
         for seed in seeds:
-            per_seed[seed] = da3_alone_ate(weights, robot_spec(seed, args.frames), args.process_res, oracle=args.oracle,
-                                           window=args.window, overlap=args.overlap, refine=args.refine,
-                                           odometry=args.odometry, depth_refine=args.depth_refine, rig=args.rig)
+            per_seed[seed] = demo_mode_scores(weights, robot_spec(seed, args.frames), args.process_res,
+                                              oracle=args.oracle, window=args.window, overlap=args.overlap,
+                                              refine=args.refine, odometry=args.odometry,
+                                              depth_refine=args.depth_refine, rig=args.rig)
             sc = per_seed[seed]
             print(f"{name}  seed {seed:3d}: ATE {100 * sc['ate_rel_extent']:6.1f} % of the path extent "
                   f"({sc['ate_rmse']:.3f} m, {sc['poses']} poses); depth AbsRel {sc['abs_rel']:.3f} (per frame "

@@ -98,7 +98,7 @@ def test_baselines_give_the_metric_scale_of_a_randomly_scaled_window():
     assert abs(s_applied - 1.0) > 0.1  # the window really is scaled
     assert rig_scale(frames, np.linalg.inv(pred.w2c), 5 * MS) == pytest.approx(1.0 / s_applied, rel=1e-9)
     aligned, s, source = align_to_rig(frames, pred, 5 * MS)
-    assert aligned.is_metric and s == pytest.approx(1.0 / s_applied, rel=1e-9)
+    assert aligned.is_metric and source == "baselines" and s == pytest.approx(1.0 / s_applied, rel=1e-9)
     for f, d in zip(frames, aligned.depth):
         np.testing.assert_allclose(d, truth[f.key][0], rtol=1e-6)
     # every step's cameras sit on the rigid rig: relative poses equal the mounts'
