@@ -58,11 +58,14 @@ def robot_spec(seed: int, frames: int = 0) -> str:
 
 def demo_mode_scores(weights: str, spec: str, process_res: int = 168, oracle: bool = False, window: int = 0,
                   overlap: int = -1, refine: str = "auto", odometry: bool = False, depth_refine: str = "off",
-                  rig: bool = False) -> dict[str, float]:
+                  rig: bool = False, true_motion: bool = False) -> dict:
     """Run the node's pipeline on camera 0 of the robot ``spec`` (the demo's ``da3`` mode; ``odometry``: its
     ``da3_odometry`` mode, every frame carrying the wheel odometry's camera pose, metric depth scored without
     rescaling as the demo does; ``rig``: its "rig, baseline scale" mode, every camera with its calibrated mount, in
-    the demo's rig window, metric) and score camera 0's path and the depth."""
+    the demo's rig window, metric) and score camera 0's path and the depth. ``true_motion``: the photometric
+    refinement's pair motions are the ground truth's (:func:`true_motion_refiner`), a ceiling for what better cameras
+    can give. Returns the scores and ``frames``: per delivered frame of camera 0, (index, true median depth,
+    AbsRel median-scaled on its own, its own scale over the run's, AbsRel at the run's scale)."""
     import numpy as np
 
     from da3_core.eval.depth_metrics import depth_scores
@@ -90,7 +93,12 @@ def demo_mode_scores(weights: str, spec: str, process_res: int = 168, oracle: bo
     v = parameter_values(values)
     predictor, _, _ = make_predictor(v)
     pipeline = StreamPipeline(predictor, pipeline_config(v), window=rig_window(v))
-    pred_depth, gt_depth = [], []
+    if true_motion:
+        if pipeline.refiner is None or rig or odometry:
+            raise ValueError("--true-motion replaces the photometric refinement's motions of the 'DA3 alone' mode: "
+                             "drop --rig / --odometry and keep --refine auto or photometric")
+        pipeline.refiner = true_motion_refiner(robot, pipeline.refiner.cfg)
+    pred_depth, gt_depth, index = [], [], []
     for i in range(len(robot)):
         for k in cameras:
             view = robot.view(k, i)
@@ -102,6 +110,7 @@ def demo_mode_scores(weights: str, spec: str, process_res: int = 168, oracle: bo
                 st = eval_stride(f.depth.shape)  # the demo's subsampling
                 gt_depth.append(robot.view(f.camera, robot.index_of(f.stamp_ns)).depth[::st, ::st].reshape(-1))
                 pred_depth.append(f.depth[::st, ::st].reshape(-1))
+                index.append(robot.index_of(f.stamp_ns) if f.camera == 0 else -1)
     stamps, c2w = pipeline.trajectory()
     if len(stamps) < 3:
         raise RuntimeError(f"{spec}: only {len(stamps)} poses came out (windows of {v['window_size']} frames)")
@@ -110,8 +119,61 @@ def demo_mode_scores(weights: str, spec: str, process_res: int = 168, oracle: bo
     scores, _, _ = trajectory_accuracy(c2w, gt, is_metric=metric)
     whole = depth_scores(np.concatenate(pred_depth), np.concatenate(gt_depth), mode="none" if metric else "median")
     per_frame = [depth_scores(p, g, mode="median").abs_rel for p, g in zip(pred_depth, gt_depth)]
+    run_scale = 1.0 if metric else _median_scale(np.concatenate(pred_depth), np.concatenate(gt_depth))
+    frames = []
+    for i, p, g, own in zip(index, pred_depth, gt_depth, per_frame):
+        ok = np.isfinite(p) & np.isfinite(g) & (p > 0) & (g > 0)
+        if i >= 0 and ok.any():
+            frames.append((i, float(np.median(g[ok])), float(own), _median_scale(p, g) / run_scale,
+                           float(np.mean(np.abs(p[ok] * run_scale - g[ok]) / g[ok]))))
     return {"ate_rel_extent": float(scores["ate_rel_extent"]), "ate_rmse": float(scores["ate_rmse"]),
-            "poses": int(scores["poses"]), "abs_rel": whole.abs_rel, "abs_rel_per_frame": float(np.nanmean(per_frame))}
+            "poses": int(scores["poses"]), "abs_rel": whole.abs_rel, "abs_rel_per_frame": float(np.nanmean(per_frame)),
+            "frames": frames}
+
+
+def _median_scale(pred, gt) -> float:
+    """median(gt) / median(pred) over the pixels valid in both (the depth metrics' median scaling)."""
+    import numpy as np
+
+    ok = np.isfinite(pred) & np.isfinite(gt) & (pred > 0) & (gt > 0)
+    return float(np.median(gt[ok]) / np.median(pred[ok]))
+
+
+def true_motion_refiner(robot, cfg):
+    """A photometric refiner whose pair motions are ``robot``'s true ones (a ceiling for better cameras); the class
+    is defined here because da3_core is imported only after the thread settings."""
+    import numpy as np
+
+    from da3_core.stream.photometric import PairMotion, PhotometricRefiner
+
+    class _TrueMotionRefiner(PhotometricRefiner):
+        """The photometric refinement with each pair's motion taken from the robot's ground truth instead of the
+        image alignment (the translation put in the chain's units by a's rescaled median depth over its true one);
+        b's depth scale is measured as the refinement measures it (a's points seen from b). Bench only."""
+
+        def __init__(self, robot, cfg):
+            super().__init__(cfg)
+            self.robot, self._frames = robot, []
+
+        def _refine(self, frames, pred, views):
+            self._frames = frames
+            return super()._refine(frames, pred, views)
+
+        def _align(self, view_a, depth_a, view_b, pred, a, b, scale_a, median_a, given, last) -> PairMotion:
+            from da3_core.stream.photometric import _depth_scale, _Points
+
+            fa, fb = self._frames[a], self._frames[b]
+            ia, ib = self.robot.index_of(fa.stamp_ns), self.robot.index_of(fb.stamp_ns)
+            T = self.robot.camera_w2c(fa.camera, ib) @ np.linalg.inv(self.robot.camera_w2c(fa.camera, ia))
+            true_a = self.robot.view(fa.camera, ia).depth
+            T[:3, 3] *= median_a / float(np.median(true_a[np.isfinite(true_a) & (true_a > 0)]))
+            s = _depth_scale(_Points(depth_a, view_a[2], self.cfg.grid_step), view_b[1], T)
+            if s is None:
+                s = float(np.nanmedian(depth_a) / np.nanmedian(view_b[1]))
+            return PairMotion(R=T[:3, :3].copy(), t_rel=T[:3, 3] / median_a,
+                              scale_rel=s * float(np.nanmedian(view_b[1])) / median_a, residual=0.0, source="true")
+
+    return _TrueMotionRefiner(robot, cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
                     "calibrated mount, no odometry, metric (the rig window's default: the demo's 9 frames sharing 3)")
     ap.add_argument("--odometry", action="store_true", help="the demo's 'DA3 + odometry' mode: windows conditioned on "
                     "the wheel odometry's poses, metric depth scored without rescaling")
+    ap.add_argument("--true-motion", action="store_true", help="a ceiling: the photometric refinement's pair "
+                    "motions replaced by the robot's true ones (the depth and its chained scale still the network's)")
+    ap.add_argument("--per-frame", action="store_true", help="also print, frame by frame: the true median depth, "
+                    "the frame's AbsRel median-scaled on its own, its own scale over the run's (the chain's scale "
+                    "drift), and its AbsRel at the run's scale (what the demo's figure averages)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--oracle", action="store_true", help="exact geometry instead of a network")
     ap.add_argument("--json", type=Path, help="also write the scores here")
@@ -151,11 +218,16 @@ def main(argv: list[str] | None = None) -> int:
             per_seed[seed] = demo_mode_scores(weights, robot_spec(seed, args.frames), args.process_res,
                                               oracle=args.oracle, window=args.window, overlap=args.overlap,
                                               refine=args.refine, odometry=args.odometry,
-                                              depth_refine=args.depth_refine, rig=args.rig)
+                                              depth_refine=args.depth_refine, rig=args.rig,
+                                              true_motion=args.true_motion)
             sc = per_seed[seed]
             print(f"{name}  seed {seed:3d}: ATE {100 * sc['ate_rel_extent']:6.1f} % of the path extent "
                   f"({sc['ate_rmse']:.3f} m, {sc['poses']} poses); depth AbsRel {sc['abs_rel']:.3f} (per frame "
                   f"{sc['abs_rel_per_frame']:.3f})", flush=True)
+            if args.per_frame:
+                print("    frame  true median  AbsRel (own scale)  scale / run's  AbsRel (run's scale)")
+                for i, median, own, drift, at_run in sc["frames"]:
+                    print(f"    {i:5d}  {median:9.2f} m  {own:18.3f}  {drift:13.3f}  {at_run:20.3f}")
         ates = np.array([s["ate_rel_extent"] for s in per_seed.values()])
         results[name] = {"seeds": per_seed, "mean": float(ates.mean()), "median": float(np.median(ates)),
                          "abs_rel_mean": float(np.mean([s["abs_rel"] for s in per_seed.values()])),

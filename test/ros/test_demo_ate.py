@@ -44,3 +44,35 @@ def test_exact_geometry_through_the_node_pipeline_scores_zero(tmp_path):
     # exact depth chained with exact scales: no drift, so the run's one median scale fits every frame
     assert scores["abs_rel_mean"] == pytest.approx(0.0, abs=1e-4)
     assert scores["abs_rel_per_frame_mean"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_true_motion_ceiling_and_per_frame_breakdown_on_exact_geometry(tmp_path, capsys):
+    """The photometric refinement with the robot's true pair motions (``--true-motion``), fed exact geometry,
+    changes nothing: ATE ~0, every frame at the run's scale (``--per-frame``: scale / run's 1, AbsRel 0), and each
+    printed frame's true median depth is the robot's own."""
+    import numpy as np
+
+    bench = _bench()
+    assert bench.main(["--oracle", "--refine", "photometric", "--true-motion", "--per-frame", "--seeds", "2",
+                       "--frames", "14", "--threads", "1", "--json", str(tmp_path / "ate.json")]) == 0
+    seed = json.loads((tmp_path / "ate.json").read_text())["oracle"]["seeds"]["2"]
+    # metres -> the chain's units by the ratio of medians (of the block-averaged depth against the full one): ~1e-4
+    assert seed["ate_rel_extent"] == pytest.approx(0.0, abs=2e-3)
+    frames = np.array(seed["frames"])
+    assert len(frames) == 14 and sorted(frames[:, 0]) == list(range(14))
+    assert np.allclose(frames[:, 3], 1.0, atol=2e-3) and np.allclose(frames[:, [2, 4]], 0.0, atol=2e-3)
+    from da3_ros.replay import eval_stride
+    from da3_ros.robot_sim import RobotSequence
+
+    depth = RobotSequence(bench.robot_spec(2, frames=14)).view(0, 5).depth
+    st = eval_stride(depth.shape)  # the demo's subsampling
+    sub = depth[::st, ::st]
+    assert frames[frames[:, 0] == 5, 1][0] == pytest.approx(float(np.median(sub[sub > 0])), rel=1e-6)
+    assert "scale / run's" in capsys.readouterr().out
+
+
+def test_true_motion_is_refused_outside_the_da3_alone_mode():
+    bench = _bench()
+    with pytest.raises(ValueError, match="--true-motion"):
+        bench.demo_mode_scores("", bench.robot_spec(2, frames=8), oracle=True, refine="photometric", rig=True,
+                               true_motion=True)
