@@ -68,7 +68,7 @@ def demo_mode_scores(weights: str, spec: str, process_res: int = 168, oracle: bo
     AbsRel median-scaled on its own, its own scale over the run's, AbsRel at the run's scale)."""
     import numpy as np
 
-    from da3_core.eval.depth_metrics import depth_scores
+    from da3_core.eval.depth_metrics import depth_scores, valid_depth_mask
     from da3_core.stream.frame import Frame
     from da3_core.stream.pipeline import StreamPipeline
     from da3_ros.demo import RIG_OVERLAP, RIG_WINDOW
@@ -107,10 +107,10 @@ def demo_mode_scores(weights: str, spec: str, process_res: int = 168, oracle: bo
                                             pose_w2c=pose, camera=k,
                                             mount=robot.optical_in_base(k) if rig else None))
             for f in result.new_frames if result is not None else ():
-                st = eval_stride(f.depth.shape)  # the demo's subsampling
-                gt_depth.append(robot.view(f.camera, robot.index_of(f.stamp_ns)).depth[::st, ::st].reshape(-1))
+                st, j = eval_stride(f.depth.shape), robot.index_of(f.stamp_ns)  # the demo's subsampling
+                gt_depth.append(robot.view(f.camera, j).depth[::st, ::st].reshape(-1))
                 pred_depth.append(f.depth[::st, ::st].reshape(-1))
-                index.append(robot.index_of(f.stamp_ns) if f.camera == 0 else -1)
+                index.append(j if f.camera == 0 else -1)
     stamps, c2w = pipeline.trajectory()
     if len(stamps) < 3:
         raise RuntimeError(f"{spec}: only {len(stamps)} poses came out (windows of {v['window_size']} frames)")
@@ -118,25 +118,15 @@ def demo_mode_scores(weights: str, spec: str, process_res: int = 168, oracle: bo
     metric = bool(pipeline.is_metric)
     scores, _, _ = trajectory_accuracy(c2w, gt, is_metric=metric)
     whole = depth_scores(np.concatenate(pred_depth), np.concatenate(gt_depth), mode="none" if metric else "median")
-    per_frame = [depth_scores(p, g, mode="median").abs_rel for p, g in zip(pred_depth, gt_depth)]
-    run_scale = 1.0 if metric else _median_scale(np.concatenate(pred_depth), np.concatenate(gt_depth))
-    frames = []
+    per_frame = [depth_scores(p, g, mode="median") for p, g in zip(pred_depth, gt_depth)]
+    frames = []  # whole.scale: the run's one scale (1 in metric modes)
     for i, p, g, own in zip(index, pred_depth, gt_depth, per_frame):
-        ok = np.isfinite(p) & np.isfinite(g) & (p > 0) & (g > 0)
-        if i >= 0 and ok.any():
-            frames.append((i, float(np.median(g[ok])), float(own), _median_scale(p, g) / run_scale,
-                           float(np.mean(np.abs(p[ok] * run_scale - g[ok]) / g[ok]))))
+        if i >= 0 and own.num_pixels:
+            frames.append((i, float(np.median(g[valid_depth_mask(g, p)])), own.abs_rel, own.scale / whole.scale,
+                           depth_scores(p * np.float32(whole.scale), g, mode="none").abs_rel))
     return {"ate_rel_extent": float(scores["ate_rel_extent"]), "ate_rmse": float(scores["ate_rmse"]),
-            "poses": int(scores["poses"]), "abs_rel": whole.abs_rel, "abs_rel_per_frame": float(np.nanmean(per_frame)),
-            "frames": frames}
-
-
-def _median_scale(pred, gt) -> float:
-    """median(gt) / median(pred) over the pixels valid in both (the depth metrics' median scaling)."""
-    import numpy as np
-
-    ok = np.isfinite(pred) & np.isfinite(gt) & (pred > 0) & (gt > 0)
-    return float(np.median(gt[ok]) / np.median(pred[ok]))
+            "poses": int(scores["poses"]), "abs_rel": whole.abs_rel,
+            "abs_rel_per_frame": float(np.nanmean([s.abs_rel for s in per_frame])), "frames": frames}
 
 
 def true_motion_refiner(robot, cfg):
@@ -167,9 +157,7 @@ def true_motion_refiner(robot, cfg):
             T = self.robot.camera_w2c(fa.camera, ib) @ np.linalg.inv(self.robot.camera_w2c(fa.camera, ia))
             true_a = self.robot.view(fa.camera, ia).depth
             T[:3, 3] *= median_a / float(np.median(true_a[np.isfinite(true_a) & (true_a > 0)]))
-            s = _depth_scale(_Points(depth_a, view_a[2], self.cfg.grid_step), view_b[1], T)
-            if s is None:
-                s = float(np.nanmedian(depth_a) / np.nanmedian(view_b[1]))
+            s = _depth_scale(_Points(depth_a, view_a[2], self.cfg.grid_step), depth_a, view_b[1], T)
             return PairMotion(R=T[:3, :3].copy(), t_rel=T[:3, 3] / median_a,
                               scale_rel=s * float(np.nanmedian(view_b[1])) / median_a, residual=0.0, source="true")
 

@@ -183,18 +183,19 @@ def _bilinear(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return top * (1 - fv) + bottom * fv
 
 
-def _depth_scale(points: _Points, depth_b: np.ndarray, T: np.ndarray) -> float | None:
-    """The factor that puts b's depth in a's units: median of (a's points' depth in b) / (b's depth there)."""
+def _depth_scale(points: _Points, depth_a: np.ndarray, depth_b: np.ndarray, T: np.ndarray) -> float:
+    """The factor that puts b's depth in a's units: median of (a's points' depth in b) / (b's depth there); where
+    too little of a (``points``, from ``depth_a``) lands on b's depth, the ratio of the two depths' medians."""
     u, v, z, inside = points.project(T)
-    if not inside.any():
-        return None
-    ui, vi = np.rint(u[inside]).astype(np.int64), np.rint(v[inside]).astype(np.int64)
-    db = depth_b[vi, ui]
-    ok = np.isfinite(db) & (db > 0)
-    if ok.sum() < 16:
-        return None
-    s = float(np.median(z[inside][ok] / db[ok]))
-    return s if np.isfinite(s) and s > 0 else None
+    if inside.any():
+        ui, vi = np.rint(u[inside]).astype(np.int64), np.rint(v[inside]).astype(np.int64)
+        db = depth_b[vi, ui]
+        ok = np.isfinite(db) & (db > 0)
+        if ok.sum() >= 16:
+            s = float(np.median(z[inside][ok] / db[ok]))
+            if np.isfinite(s) and s > 0:
+                return s
+    return float(np.nanmedian(depth_a) / np.nanmedian(depth_b))
 
 
 def _rgbd(gray: np.ndarray, depth: np.ndarray):
@@ -246,10 +247,7 @@ def align_pair(gray_a: np.ndarray, depth_a: np.ndarray, gray_b: np.ndarray, dept
         err = _photometric_error(points, gray_a, gray_b, T, cfg.min_overlap)
     else:
         err, T, name = best
-    scale = _depth_scale(points, depth_b, T)
-    if scale is None:  # nothing of a lands on b's depth: keep b's scale where the medians put it
-        scale = float(np.nanmedian(depth_a) / np.nanmedian(depth_b))
-    return T, scale, err, name
+    return T, _depth_scale(points, depth_a, depth_b, T), err, name
 
 
 class PhotometricRefiner:
