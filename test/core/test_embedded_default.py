@@ -1,6 +1,6 @@
 """The shipped embedded default is a trained network: on held-out synthetic scenes it beats the trivial baselines.
 
-Runs ``training/evaluate.py`` (the command TRAINING.md quotes) on a smaller held-out set than the documented 48 items
+Runs ``training/evaluate.py`` (the command TRAINING.md quotes) on a smaller held-out set than the documented 240 items
 and checks its verdicts; the scores come from ground-truth geometry of scenes the model never saw (dataset seed
 10000; training uses seed 0).
 """
