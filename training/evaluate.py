@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, default=DEFAULT, help="checkpoint folder / file (default: embedded)")
     ap.add_argument("--samples", type=int, default=240,
-                    help="held-out multi-view items (2-6 views each; the first 48 are the in-run evaluations' set, too few "
-                         "for stable medians: TRAINING.md, Held-out scores)")
+                    help="held-out multi-view items (2-6 views each; the first 48 are the in-run evaluations' set, "
+                         "too few for stable medians: TRAINING.md, Held-out scores)")
     ap.add_argument("--seed", type=int, default=10_000, help="held-out dataset seed (training uses 0)")
     ap.add_argument("--init-seed", type=int, default=0, help="seed of the untrained network's initialisation")
     ap.add_argument("--threads", type=int, default=2)
