@@ -59,7 +59,7 @@ def load_network(weights: Path) -> tuple[torch.nn.Module, str]:
     return net, variant
 
 
-def main(argv: list[str] | None = None) -> dict[str, dict]:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, default=DEFAULT, help="checkpoint folder / file (default: embedded)")
     ap.add_argument("--samples", type=int, default=240,
@@ -73,7 +73,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     ap.add_argument("--ref-view", default=WINDOW_REF_VIEW, choices=REF_VIEW_STRATEGIES,
                     help=f"reference view of every window (default: the node's, {WINDOW_REF_VIEW!r}; the official "
                          "API's default is saddle_balanced)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict]:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     t0 = time.time()
