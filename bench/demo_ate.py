@@ -58,14 +58,15 @@ def robot_spec(seed: int, frames: int = 0) -> str:
 
 def demo_mode_scores(weights: str, spec: str, process_res: int = 168, oracle: bool = False, window: int = 0,
                   overlap: int = -1, refine: str = "auto", odometry: bool = False, depth_refine: str = "off",
-                  rig: bool = False, true_motion: bool = False) -> dict:
+                  rig: bool = False, true_motion: bool = False, refine_max_rotation: float = 0.0) -> dict:
     """Run the node's pipeline on camera 0 of the robot ``spec`` (the demo's ``da3`` mode; ``odometry``: its
     ``da3_odometry`` mode, every frame carrying the wheel odometry's camera pose, metric depth scored without
     rescaling as the demo does; ``rig``: its "rig, baseline scale" mode, every camera with its calibrated mount, in
     the demo's rig window, metric) and score camera 0's path and the depth. ``true_motion``: the photometric
     refinement's pair motions are the ground truth's (:func:`true_motion_refiner`), a ceiling for what better cameras
-    can give. Returns the scores and ``frames``: per delivered frame of camera 0, (index, true median depth,
-    AbsRel median-scaled on its own, its own scale over the run's, AbsRel at the run's scale)."""
+    can give. ``refine_max_rotation`` > 0: the node's ``refine_max_rotation_deg`` (0: its default). Returns the
+    scores and ``frames``: per delivered frame of camera 0, (index, true median depth, AbsRel median-scaled on its
+    own, its own scale over the run's, AbsRel at the run's scale)."""
     import numpy as np
 
     from da3_core.eval.depth_metrics import depth_scores, valid_depth_mask
@@ -79,6 +80,8 @@ def demo_mode_scores(weights: str, spec: str, process_res: int = 168, oracle: bo
 
     values = {"window_size": window, "overlap": overlap, "process_res": process_res, "voxel_size": 0.0,
               "pose_refine": refine, "depth_refine": depth_refine}
+    if refine_max_rotation > 0:
+        values["refine_max_rotation_deg"] = refine_max_rotation
     if odometry:
         values["pose_source_frame"] = "odom"
     robot = RobotSequence(spec)
@@ -175,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                     "weights' recommendation)")
     ap.add_argument("--refine", default="auto", choices=("auto", "photometric", "off"),
                     help="the node's pose_refine (auto = the weights' recommendation)")
+    ap.add_argument("--refine-max-rotation", type=float, default=0.0,
+                    help="the node's refine_max_rotation_deg: the refinement's rotation limit (0 = its default)")
     ap.add_argument("--depth-refine", default="off", choices=("multiview", "off"),
                     help="the node's depth_refine (multi-view depth correction of each window's new frames)")
     ap.add_argument("--rig", action="store_true", help="the demo's 'rig, baseline scale' mode: every camera with its "
@@ -207,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                                               oracle=args.oracle, window=args.window, overlap=args.overlap,
                                               refine=args.refine, odometry=args.odometry,
                                               depth_refine=args.depth_refine, rig=args.rig,
-                                              true_motion=args.true_motion)
+                                              true_motion=args.true_motion,
+                                              refine_max_rotation=args.refine_max_rotation)
             sc = per_seed[seed]
             print(f"{name}  seed {seed:3d}: ATE {100 * sc['ate_rel_extent']:6.1f} % of the path extent "
                   f"({sc['ate_rmse']:.3f} m, {sc['poses']} poses); depth AbsRel {sc['abs_rel']:.3f} (per frame "
