@@ -9,15 +9,15 @@
 # Runs unchanged from the project checkout on any machine with CUDA and PyTorch (the project venv when there is
 # one, else python3 with torch, numpy, opencv, pillow, pyyaml, safetensors, tqdm). At most 12 minutes on one GPU
 # (8 of training). Knobs (environment): DEVICE (cuda), PANS_MINUTES (stage 1's budget, 2), MINUTES (stage 2's, 6),
-# EVAL_SAMPLES (240, evaluate.py's default set), TRAIN_ARGS (extra --key=value overrides, both stages). The CI runs it on the CPU as a smoke test
-# (DEVICE=cpu, seconds).
+# EVAL_SAMPLES (unset: evaluate.py's default set of 240), TRAIN_ARGS (extra --key=value overrides, both stages). The
+# CI runs it on the CPU as a smoke test (DEVICE=cpu, seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=${1:-${OUT:-outputs/gpu_train_check}}
 DEVICE=${DEVICE:-cuda}
 PANS_MINUTES=${PANS_MINUTES:-2}
 MINUTES=${MINUTES:-6}
-EVAL_SAMPLES=${EVAL_SAMPLES:-240}
+EVAL_SAMPLES=${EVAL_SAMPLES:-}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 PY=${PYTHON:-}
 if [ -z "$PY" ]; then
@@ -88,7 +88,7 @@ else:
     print("GPU utilisation: not measured (no nvidia-smi or DEVICE is not cuda)")
 PYEOF
 
-"$PY" training/evaluate.py --weights "$RUN/final" --device "$DEVICE" --samples "$EVAL_SAMPLES" \
+"$PY" training/evaluate.py --weights "$RUN/final" --device "$DEVICE" ${EVAL_SAMPLES:+--samples "$EVAL_SAMPLES"} \
   --json "$DEST/heldout_scores.json" 2>&1 | tee "$DEST/heldout_stdout.txt"
 
 mkdir -p "$DEST/weights"
